@@ -1,0 +1,96 @@
+"""Planned rows -> outbox messages (bytes, key, headers), the only way anything reaches Kafka."""
+
+from __future__ import annotations
+
+import orjson
+
+from orchestrator import ids
+from orchestrator.envelopes import RawMessage
+from orchestrator.message_factory import standard_headers
+from orchestrator.planning import FactRow, MessageRow
+from orchestrator.records import DeadLetterRecord, OutboxMessage
+
+DEAD_LETTER_TYPE = "DeadLetter"
+
+
+def _encode(headers: list[tuple[str, str]]) -> tuple[tuple[str, bytes | None], ...]:
+    return tuple((name, value.encode()) for name, value in headers)
+
+
+def fact_message(fact: FactRow, topic: str, traceparent: str | None) -> OutboxMessage:
+    return OutboxMessage(
+        id=fact.event_id,
+        kind="fact",
+        message_type=fact.event_type,
+        topic=topic,
+        key=fact.session_id.encode(),
+        headers=_encode(
+            standard_headers(
+                message_id=fact.event_id,
+                message_type=fact.event_type,
+                correlation_id=fact.correlation_id,
+                causation_id=fact.causation_id,
+                traceparent=traceparent,
+            )
+        ),
+        payload=orjson.dumps(fact.envelope),
+        session_id=fact.session_id,
+        correlation_id=fact.correlation_id,
+    )
+
+
+def capability_message(msg: MessageRow, traceparent: str | None) -> OutboxMessage:
+    return OutboxMessage(
+        id=msg.message_id,
+        kind="capability",
+        message_type=msg.message_type,
+        topic=msg.topic,
+        key=msg.key.encode(),
+        headers=_encode(
+            standard_headers(
+                message_id=msg.message_id,
+                message_type=msg.message_type,
+                correlation_id=msg.correlation_id,
+                causation_id=msg.causation_id,
+                traceparent=traceparent,
+            )
+        ),
+        payload=orjson.dumps(msg.envelope),
+        session_id=msg.session_id,
+        correlation_id=msg.correlation_id,
+    )
+
+
+def raw_dead_letter_id(raw: RawMessage) -> str:
+    """Same bytes from the same topic -> same dead letter, however often they are redelivered."""
+    return ids.derive(ids.content_id(raw.topic, raw.key, raw.value), "dead_letter")
+
+
+def inbox_dead_letter_id(topic: str, message_id: str, category: str) -> str:
+    return ids.derive(f"{topic}/{message_id}", "dead_letter", category)
+
+
+def dead_letter_message(record: DeadLetterRecord, dlq_topic: str) -> OutboxMessage:
+    """DLQ record: original bytes and key; the reason and source in headers; `orig.*` headers."""
+    raw = record.raw
+    headers: list[tuple[str, bytes | None]] = [
+        ("dlq_category", record.category.encode()),
+        ("dlq_reason", record.reason.encode()),
+        ("source_topic", raw.topic.encode()),
+        ("source_partition", str(raw.partition if raw.partition is not None else "").encode()),
+        ("source_offset", str(raw.offset if raw.offset is not None else "").encode()),
+        ("message_id", record.id.encode()),
+        ("type", DEAD_LETTER_TYPE.encode()),
+    ]
+    headers.extend((f"orig.{name}", value) for name, value in raw.headers)
+    return OutboxMessage(
+        id=record.id,
+        kind="dead_letter",
+        message_type=DEAD_LETTER_TYPE,
+        topic=dlq_topic,
+        key=raw.key,
+        headers=tuple(headers),
+        payload=raw.value or b"",
+        session_id=record.session_id,
+        correlation_id=None,
+    )

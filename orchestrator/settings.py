@@ -1,0 +1,211 @@
+"""Settings: one typed object read from the environment, validated at start-up.
+
+`DATABASE_URL`, `REDIS_URL` and `KAFKA_BOOTSTRAP_SERVERS` keep their conventional names; every
+other variable is `ORCHESTRATOR_<FIELD>` or `KAFKA_<PROPERTY>`. An optional YAML file
+(`ORCHESTRATOR_CONFIG_FILE`) in the source design's shape supplies topics and the command mapping.
+A bad value stops the process with one line naming the variable (`load_settings`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrator.errors import ConfigurationError
+
+
+class Settings(BaseSettings):
+    """Everything a process of the orchestrator can be told, with developer-machine defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/orchestrator",
+        validation_alias=AliasChoices("DATABASE_URL"),
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL"))
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS")
+    )
+    # Kafka client security and tuning (librdkafka property names without the prefix).
+    kafka_security_protocol: str = Field(
+        "PLAINTEXT", validation_alias=AliasChoices("KAFKA_SECURITY_PROTOCOL")
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        None, validation_alias=AliasChoices("KAFKA_SASL_MECHANISM")
+    )
+    kafka_sasl_username: str | None = Field(
+        None, validation_alias=AliasChoices("KAFKA_SASL_USERNAME")
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("KAFKA_SASL_PASSWORD")
+    )
+    kafka_ssl_ca_location: str | None = Field(
+        None, validation_alias=AliasChoices("KAFKA_SSL_CA_LOCATION")
+    )
+    kafka_session_timeout_ms: int = Field(
+        6000, ge=1000, validation_alias=AliasChoices("KAFKA_SESSION_TIMEOUT_MS")
+    )
+    kafka_heartbeat_interval_ms: int = Field(
+        1000, ge=100, validation_alias=AliasChoices("KAFKA_HEARTBEAT_INTERVAL_MS")
+    )
+    kafka_fetch_wait_max_ms: int = Field(
+        10, ge=0, validation_alias=AliasChoices("KAFKA_FETCH_WAIT_MAX_MS")
+    )
+    kafka_extra: dict[str, str] = Field(
+        default_factory=dict, validation_alias=AliasChoices("KAFKA_EXTRA_PROPERTIES")
+    )
+
+    config_file: Path | None = None
+    domain_topic: str = "genesis.domain.events"
+    capability_topic: str = "genesis.capability.events"
+    dlq_topic: str = "genesis.orchestrator.dlq"
+    consume_topics: list[str] = Field(default_factory=list)
+    produce_topics: list[str] = Field(default_factory=list)
+    consumer_group: str = "genesis-orchestrator"
+    command_mapping: dict[str, str] = Field(default_factory=dict)
+
+    log_level: str = "INFO"
+    max_message_bytes: int = Field(1_048_576, gt=0)
+    max_attempts: int = Field(5, ge=1)
+    redis_prefix: str = "orch"
+    lock_ttl_s: float = Field(30.0, gt=0)
+    done_marker_ttl_s: int = Field(3600, gt=0)
+
+    ingest_batch_size: int = Field(500, ge=1)
+    ingest_poll_timeout_s: float = Field(0.05, gt=0)
+    ingest_max_queue_length: int = Field(20_000, ge=1)
+
+    relay_interval_s: float = Field(1.0, gt=0)
+    relay_batch_size: int = Field(1000, ge=1)
+    relay_lease_s: float = Field(30.0, gt=0)
+    relay_message_timeout_ms: int = Field(15_000, ge=1000)
+    relay_linger_ms: int = Field(2, ge=0)
+    relay_backoff_base_s: float = Field(0.5, gt=0)
+    relay_backoff_max_s: float = Field(30.0, gt=0)
+
+    redrive_after_s: float = Field(60.0, gt=0)
+    redrive_interval_s: float = Field(15.0, gt=0)
+    task_timeout_s: float = Field(900.0, gt=0)
+    task_timeouts: dict[str, float] = Field(default_factory=dict)
+    timeout_sweep_interval_s: float = Field(5.0, gt=0)
+    retention_s: float = Field(7 * 24 * 3600.0, gt=0)
+    retention_interval_s: float = Field(3600.0, gt=0)
+
+    celery_visibility_timeout_s: int = Field(600, ge=30)
+    celery_task_time_limit_s: int = Field(120, ge=5)
+    celery_retry_max_s: float = Field(30.0, gt=0)
+    celery_prefetch_multiplier: int = Field(4, ge=1)
+
+    metrics_port: int = Field(0, ge=0, le=65535)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgresql+psycopg2://")):
+            raise ValueError("must be a postgresql:// or postgresql+psycopg2:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_only(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    def topics_to_consume(self) -> list[str]:
+        return self.consume_topics or [self.domain_topic, self.capability_topic]
+
+    def timeout_for(self, task_type: str) -> float:
+        """The timeout of an AsyncTask type: the longest configured prefix wins."""
+        best = ""
+        for prefix in self.task_timeouts:
+            if task_type.startswith(prefix) and len(prefix) > len(best):
+                best = prefix
+        return self.task_timeouts[best] if best else self.task_timeout_s
+
+    def kafka_common(self) -> dict[str, Any]:
+        """librdkafka properties shared by every client (never logged: holds secrets)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password is not None:
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_ca_location:
+            conf["ssl.ca.location"] = self.kafka_ssl_ca_location
+        conf.update(self.kafka_extra)
+        return conf
+
+
+def _env_name(field: str) -> str:
+    if field not in Settings.model_fields:
+        return field  # already the alias, e.g. DATABASE_URL
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        first = alias.choices[0]
+        return first if isinstance(first, str) else field
+    return f"ORCHESTRATOR_{field.upper()}"
+
+
+def _apply_yaml(settings: Settings) -> Settings:
+    """Merge the source design's YAML shape (`orchestrator.consume_topics` ...) if configured."""
+    if settings.config_file is None:
+        return settings
+    try:
+        doc = yaml.safe_load(settings.config_file.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(
+            f"invalid setting ORCHESTRATOR_CONFIG_FILE: cannot read {settings.config_file}: {exc}"
+        ) from exc
+    section = doc.get("orchestrator", {}) if isinstance(doc, dict) else None
+    if not isinstance(section, dict):
+        raise ConfigurationError(
+            "invalid setting ORCHESTRATOR_CONFIG_FILE: expected a mapping under 'orchestrator'"
+        )
+    update: dict[str, Any] = {}
+    for key in ("consume_topics", "produce_topics", "command_mapping"):
+        if key in section and not getattr(settings, key):
+            update[key] = section[key]
+    if not update:
+        return settings
+    try:
+        return Settings.model_validate({**settings.model_dump(), **update})
+    except ValidationError as exc:
+        raise ConfigurationError(
+            f"invalid setting ORCHESTRATOR_CONFIG_FILE: {_first_error(exc)}"
+        ) from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings; raise ConfigurationError naming the bad variable."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        raise ConfigurationError(f"invalid setting {_env_name(field)}: {err['msg']}") from exc
+    return _apply_yaml(settings)
