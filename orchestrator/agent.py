@@ -158,7 +158,7 @@ class OrchestratorAgent:
             raw_dead_letter_id(raw), exc.category.value, exc.reason, raw, session_id, message_id
         )
         with self.store.transaction() as tx:
-            wrote = self._write_dead_letter(tx, record)
+            wrote = self.write_dead_letter(tx, record)
         return Outcome(
             Status.DEAD_LETTERED,
             message_id,
@@ -169,7 +169,7 @@ class OrchestratorAgent:
             wrote_outbox=wrote,
         )
 
-    def _write_dead_letter(self, tx: Transaction, record: DeadLetterRecord) -> bool:
+    def write_dead_letter(self, tx: Transaction, record: DeadLetterRecord) -> bool:
         level = "warning"
         if record.category == Category.MISSING_COMMAND_TYPE:
             getattr(log, level)(
@@ -232,7 +232,7 @@ class OrchestratorAgent:
             row.session_id,
             row.message_id,
         )
-        wrote = self._write_dead_letter(tx, record)
+        wrote = self.write_dead_letter(tx, record)
         tx.mark_processed(row.id, Status.DEAD_LETTERED.value, exc.reason)
         return Outcome(
             Status.DEAD_LETTERED,
@@ -405,4 +405,4 @@ class OrchestratorAgent:
                 row.session_id,
                 row.message_id,
             )
-            outcome.wrote_outbox |= self._write_dead_letter(tx, record)
+            outcome.wrote_outbox |= self.write_dead_letter(tx, record)

@@ -285,3 +285,25 @@ def _plan_action(
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+TIMEOUT_ACTION = "AsyncTask.TimedOut"
+
+
+def plan_timeout(
+    task_id: str,
+    task_type: str,
+    session_id: str,
+    correlation_id: str | None,
+    now: str,
+    scope_prefix: str = "Genesis",
+) -> FactRow:
+    """The fact that says an AsyncTask got no answer in time (caused by the task itself)."""
+    payload = {
+        "session_id": session_id,
+        "task_id": task_id,
+        "task_type": task_type,
+        "correlation_id": correlation_id,
+        "reason": "timeout",
+    }
+    return _fact(task_id, scope_prefix, session_id, TIMEOUT_ACTION, payload, correlation_id, now)

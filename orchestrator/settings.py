@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     consume_topics: list[str] = Field(default_factory=list)
     produce_topics: list[str] = Field(default_factory=list)
     consumer_group: str = "genesis-orchestrator"
+    topic_partitions: int = Field(1, ge=1)
     command_mapping: dict[str, str] = Field(default_factory=dict)
 
     log_level: str = "INFO"

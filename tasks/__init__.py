@@ -1,0 +1,111 @@
+"""Celery entry points (`celery -A tasks worker|beat|flower`). Thin: decode, call, return.
+
+The app is created at import (Celery needs a module-level app) but connects to nothing until
+used; each worker process builds its own `Container` lazily after the fork.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import signals
+
+import beat
+from orchestrator.adapters.redis_state import REDIS_ERRORS
+from orchestrator.cli.startup import settings_or_exit
+from orchestrator.errors import TransientError
+from orchestrator.logs import configure_logging
+from orchestrator.runtime.celery_app import (
+    DRAIN_TASK,
+    NOOP_TASK,
+    PRUNE_TASK,
+    REDRIVE_TASK,
+    RELAY_TASK,
+    RELAY_TICK_TASK,
+    TIMEOUT_TASK,
+    make_celery,
+)
+from orchestrator.runtime.container import Container
+
+settings = settings_or_exit()
+app = make_celery(settings)
+app.conf.beat_schedule = beat.schedule(settings)
+
+_container: Container | None = None
+_container_pid: int | None = None
+RETRYABLE = (TransientError, *REDIS_ERRORS)
+
+
+def container() -> Container:
+    """This process's composition root (rebuilt in a forked child: no shared sockets)."""
+    global _container, _container_pid
+    if _container is None or _container_pid != os.getpid():
+        _container, _container_pid = Container(settings, app), os.getpid()
+    return _container
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    configure_logging(settings.log_level)
+
+
+@signals.worker_process_shutdown.connect
+def _close(**_: Any) -> None:
+    if _container is not None and _container_pid == os.getpid():
+        _container.close()
+
+
+@app.task(
+    name=DRAIN_TASK,
+    autoretry_for=RETRYABLE,
+    retry_backoff=1,
+    retry_backoff_max=int(settings.celery_retry_max_s),
+    retry_jitter=True,
+    max_retries=20,
+)
+def drain_session(session_id: str) -> int:
+    """Process the session's unprocessed inbox rows in order (a cheap no-op when none)."""
+    return len(container().session_worker.drain(session_id).outcomes)
+
+
+@app.task(
+    name=RELAY_TASK,
+    autoretry_for=RETRYABLE,
+    retry_backoff=1,
+    retry_backoff_max=int(settings.celery_retry_max_s),
+    retry_jitter=True,
+    max_retries=5,
+)
+def relay() -> int:
+    """A coalesced relay run asked for by a worker that just committed outbox rows."""
+    return container().run_relay(coalesced=True).sent
+
+
+@app.task(name=RELAY_TICK_TASK)
+def relay_tick() -> int:
+    """Beat's safety net: relay whatever is due, independent of the request flags."""
+    return container().run_relay(coalesced=False).sent
+
+
+@app.task(name=REDRIVE_TASK)
+def redrive() -> int:
+    return container().maintenance.redrive()
+
+
+@app.task(name=TIMEOUT_TASK)
+def expire_tasks() -> int:
+    expired = container().maintenance.expire_tasks()
+    if expired:
+        container().request_relay()
+    return expired
+
+
+@app.task(name=PRUNE_TASK)
+def prune() -> list[int]:
+    return list(container().maintenance.prune())
+
+
+@app.task(name=NOOP_TASK)
+def noop() -> None:
+    """An empty task, for measuring Celery's own round trip (bench)."""

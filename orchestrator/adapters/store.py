@@ -14,10 +14,12 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, func, text, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 
+from orchestrator.adapters.models import InboxMessage
 from orchestrator.envelopes import Headers
 from orchestrator.errors import StaleVersion, TransientError
 from orchestrator.logs import get_logger
@@ -127,6 +129,27 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _inbox_values(r: NewInbox) -> dict[str, Any]:
+    raw = r.raw
+    return {
+        "topic": raw.topic,
+        "message_id": r.message_id,
+        "kind": r.kind,
+        "message_type": r.message_type,
+        "session_id": r.session_id,
+        "correlation_id": r.correlation_id,
+        "traceparent": r.traceparent,
+        "key": raw.key,
+        "value": raw.value,
+        "partition": raw.partition,
+        "offset": raw.offset,
+        "headers": [
+            [n, base64.b64encode(v).decode() if v is not None else None] for n, v in raw.headers
+        ],
+        "triggered_at": func.now(),
+    }
+
+
 def _inbox_row(row: Any) -> InboxRow:
     m = row._mapping
     return InboxRow(
@@ -196,6 +219,31 @@ class SqlTransaction:
             if got is not None:
                 ids.append(int(got))
         return ids
+
+    def insert_inbox_batch(self, rows: Sequence[NewInbox]) -> set[tuple[str, str]]:
+        """One multi-row insert; returns the (topic, message_id) keys that were new."""
+        if not rows:
+            return set()
+        table = InboxMessage.__table__
+        stmt = (
+            pg_insert(table)
+            .values([_inbox_values(r) for r in rows])
+            .on_conflict_do_nothing(index_elements=["topic", "message_id"])
+            .returning(table.c.topic, table.c.message_id)
+        )
+        return {(t, m) for t, m in self.conn.execute(stmt)}
+
+    def unprocessed_among(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these already-recorded messages still wait to be processed."""
+        if not keys:
+            return set()
+        c = InboxMessage.__table__.c
+        stmt = (
+            InboxMessage.__table__.select()
+            .with_only_columns(c.topic, c.message_id)
+            .where(tuple_(c.topic, c.message_id).in_(list(keys)), c.processed_at.is_(None))
+        )
+        return {(t, m) for t, m in self.conn.execute(stmt)}
 
     def find_inbox(self, topic: str, message_id: str) -> InboxRow | None:
         row = self._exec("find_inbox", topic=topic, mid=message_id).first()

@@ -1,0 +1,95 @@
+"""Kafka clients (confluent-kafka only), configured from settings; nothing Tansu-specific."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from orchestrator.settings import Settings
+
+# Errors after which publishing the same message again cannot succeed: the row is FAILED and its
+# key moves on. Everything else (timeouts, transport, leader changes) is retried with backoff.
+PERMANENT_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError._INVALID_ARG,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError.INVALID_RECORD,
+        KafkaError.TOPIC_EXCEPTION,
+    }
+)
+
+
+def is_permanent(err: KafkaError) -> bool:
+    return err.code() in PERMANENT_ERRORS or (err.fatal() and not err.retriable())
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    return {
+        **settings.kafka_common(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": settings.relay_linger_ms,
+        "message.timeout.ms": settings.relay_message_timeout_ms,
+        "client.id": "genesis-orchestrator-relay",
+        **extra,
+    }
+
+
+def consumer_config(settings: Settings, group: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        **settings.kafka_common(),
+        "group.id": group or settings.consumer_group,
+        "enable.auto.commit": True,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": settings.kafka_session_timeout_ms,
+        "heartbeat.interval.ms": settings.kafka_heartbeat_interval_ms,
+        "fetch.wait.max.ms": settings.kafka_fetch_wait_max_ms,
+        "client.id": "genesis-orchestrator-ingester",
+        **extra,
+    }
+
+
+def make_producer(settings: Settings, **extra: Any) -> Producer:
+    return Producer(producer_config(settings, **extra))
+
+
+def make_consumer(settings: Settings, group: str | None = None, **extra: Any) -> Consumer:
+    return Consumer(consumer_config(settings, group, **extra))
+
+
+def create_topics(
+    settings: Settings, names: Iterable[str], partitions: int = 1, timeout: float = 15.0
+) -> list[str]:
+    """Create the topics that do not exist yet; return the ones created. Idempotent."""
+    admin = AdminClient(settings.kafka_common())
+    wanted = sorted(set(names))
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [n for n in wanted if n not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing],
+            operation_timeout=timeout,
+        )
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout=timeout)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+            del name
+    deadline = time.monotonic() + timeout
+    while missing and time.monotonic() < deadline:
+        if set(missing) <= set(admin.list_topics(timeout=timeout).topics):
+            break
+        time.sleep(0.05)
+    return missing

@@ -1,0 +1,1 @@
+"""Operator commands (registered on the `orchestrator` app when the CLI starts)."""

@@ -1,0 +1,58 @@
+"""The Celery application, configured from settings (JSON only, late acks, bounded retries)."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from orchestrator.runtime.ingester import CAPABILITY_QUEUE, DOMAIN_QUEUE, RELAY_QUEUE
+from orchestrator.settings import Settings
+
+DRAIN_TASK = "orchestrator.drain_session"
+RELAY_TASK = "orchestrator.relay"
+RELAY_TICK_TASK = "orchestrator.relay_tick"
+REDRIVE_TASK = "orchestrator.redrive"
+TIMEOUT_TASK = "orchestrator.expire_tasks"
+PRUNE_TASK = "orchestrator.prune"
+NOOP_TASK = "orchestrator.noop"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """Creating the app connects to nothing; the broker is reached on first use."""
+    app = Celery("orchestrator", broker=settings.redis_url, set_as_current=False)
+    transport = {"visibility_timeout": settings.celery_visibility_timeout_s}
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        task_ignore_result=True,
+        task_store_errors_even_if_ignored=False,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        task_time_limit=settings.celery_task_time_limit_s,
+        task_soft_time_limit=max(1, settings.celery_task_time_limit_s - 10),
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        worker_prefetch_multiplier=settings.celery_prefetch_multiplier,
+        worker_hijack_root_logger=False,
+        worker_soft_shutdown_timeout=10.0,
+        worker_enable_soft_shutdown_on_idle=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        task_default_queue=DOMAIN_QUEUE,
+        task_queues=(Queue(DOMAIN_QUEUE), Queue(CAPABILITY_QUEUE), Queue(RELAY_QUEUE)),
+        task_create_missing_queues=False,
+        task_routes={
+            RELAY_TASK: {"queue": RELAY_QUEUE},
+            RELAY_TICK_TASK: {"queue": RELAY_QUEUE},
+            REDRIVE_TASK: {"queue": RELAY_QUEUE},
+            TIMEOUT_TASK: {"queue": RELAY_QUEUE},
+            PRUNE_TASK: {"queue": RELAY_QUEUE},
+        },
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app

@@ -1,0 +1,325 @@
+"""The Kafka ingester: consume, record in the inbox, store offsets, trigger Celery tasks.
+
+The inbox commit is the durability point: offsets are stored only after it, and Celery triggers
+are sent only after that. A crash before the commit redelivers the batch; a crash after it
+redelivers messages the inbox already holds (ignored, or re-triggered while unprocessed); a lost
+trigger is repaired by beat's re-drive. Poison input is dead-lettered in the same transaction,
+so its offset is stored too and never blocks a partition.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from orchestrator.adapters.redis_state import REDIS_ERRORS, RedisState
+from orchestrator.adapters.store import SqlStore, SqlTransaction
+from orchestrator.agent import OrchestratorAgent
+from orchestrator.envelopes import RawMessage
+from orchestrator.errors import Category, InvalidInput, TransientError
+from orchestrator.logs import get_logger
+from orchestrator.outgoing import raw_dead_letter_id
+from orchestrator.planning import Kind
+from orchestrator.records import DeadLetterRecord, NewInbox
+
+log = get_logger("orchestrator.ingester")
+
+DOMAIN_QUEUE = "orchestrator.domain"
+CAPABILITY_QUEUE = "orchestrator.capability"
+RELAY_QUEUE = "orchestrator.relay"
+WORK_QUEUES = (DOMAIN_QUEUE, CAPABILITY_QUEUE)
+
+
+@dataclass
+class BatchResult:
+    received: int = 0
+    recorded: int = 0
+    redelivered: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    triggers: dict[str, str] = field(default_factory=dict)  # session -> queue
+    by_kind: dict[str, int] = field(default_factory=dict)
+    dead_by_category: dict[str, int] = field(default_factory=dict)
+
+
+def raw_from_kafka(msg: Any) -> RawMessage:
+    headers = tuple((str(k), v) for k, v in (msg.headers() or []))
+    return RawMessage(msg.topic(), msg.value(), msg.key(), headers, msg.partition(), msg.offset())
+
+
+class Ingester:
+    def __init__(
+        self,
+        agent: OrchestratorAgent,
+        store: SqlStore,
+        state: RedisState | None,
+        trigger: Callable[[str, str], None],
+        enqueue_relay: Callable[[], None],
+        domain_topic: str,
+        on_batch: Callable[[BatchResult], None] = lambda _b: None,
+    ) -> None:
+        self.agent = agent
+        self.store = store
+        self.state = state
+        self.trigger = trigger
+        self.enqueue_relay = enqueue_relay
+        self.domain_topic = domain_topic
+        self.on_batch = on_batch
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    def handle_batch(self, raws: Sequence[RawMessage]) -> BatchResult:
+        """Record a batch; returns what to trigger. Offsets may be stored once this returns."""
+        result = BatchResult(received=len(raws))
+        rows: list[NewInbox] = []
+        dead: list[DeadLetterRecord] = []
+        for raw in raws:
+            self._classify_into(raw, rows, dead, result)
+        rows = self._drop_done(rows)
+        try:
+            self._record(rows, dead, result)
+        except TransientError:
+            raise
+        except Exception as exc:
+            log.error("orchestrator_inbox_batch_failed", error=str(exc), rows=len(rows))
+            result = self._record_one_by_one(raws, rows, dead, result)
+        if dead:
+            self.enqueue_relay()
+        return result
+
+    def _classify_into(
+        self,
+        raw: RawMessage,
+        rows: list[NewInbox],
+        dead: list[DeadLetterRecord],
+        result: BatchResult,
+    ) -> None:
+        try:
+            c = self.agent.classify(raw)
+        except InvalidInput as exc:
+            dead.append(
+                DeadLetterRecord(
+                    raw_dead_letter_id(raw), exc.category.value, exc.reason, raw, None, None
+                )
+            )
+            result.dead_by_category[exc.category.value] = (
+                result.dead_by_category.get(exc.category.value, 0) + 1
+            )
+            return
+        if c.kind is Kind.SKIP:
+            result.skipped += 1
+            log.debug(
+                "orchestrator_domain_event_ignored",
+                event_type=c.message_type,
+                session_id=c.session_id,
+                correlation_id=c.correlation_id,
+            )
+            return
+        result.by_kind[c.kind.value] = result.by_kind.get(c.kind.value, 0) + 1
+        rows.append(
+            NewInbox(
+                raw,
+                c.message_id,
+                c.kind.value,
+                c.message_type,
+                str(c.session_id),
+                c.correlation_id,
+                c.traceparent,
+            )
+        )
+
+    def _drop_done(self, rows: list[NewInbox]) -> list[NewInbox]:
+        """Fast path: messages Redis remembers as done need no database round trip."""
+        if not rows or self.state is None:
+            return rows
+        try:
+            done = self.state.done_among([(r.raw.topic, r.message_id) for r in rows])
+        except REDIS_ERRORS:
+            return rows  # Redis forgot or is down: the database decides
+        return [r for r in rows if (r.raw.topic, r.message_id) not in done]
+
+    def _record(
+        self, rows: list[NewInbox], dead: list[DeadLetterRecord], result: BatchResult
+    ) -> None:
+        with self.store.transaction() as tx:
+            new = tx.insert_inbox_batch(rows)
+            old = [
+                (r.raw.topic, r.message_id) for r in rows if (r.raw.topic, r.message_id) not in new
+            ]
+            waiting = tx.unprocessed_among(old)
+            for record in dead:
+                self._dead_letter(tx, record, result)
+        result.recorded += len(new)
+        result.redelivered += len(old)
+        for r in rows:
+            k = (r.raw.topic, r.message_id)
+            if k in new or k in waiting:
+                self._add_trigger(result, r)
+
+    def _record_one_by_one(
+        self,
+        raws: Sequence[RawMessage],
+        rows: list[NewInbox],
+        dead: list[DeadLetterRecord],
+        result: BatchResult,
+    ) -> BatchResult:
+        fresh = BatchResult(
+            received=len(raws),
+            skipped=result.skipped,
+            by_kind=result.by_kind,
+            dead_by_category=result.dead_by_category,
+        )
+        for record in dead:
+            with self.store.transaction() as tx:
+                self._dead_letter(tx, record, fresh)
+        for row in rows:
+            try:
+                self._record([row], [], fresh)
+            except TransientError:
+                raise
+            except Exception as exc:
+                record = DeadLetterRecord(
+                    raw_dead_letter_id(row.raw),
+                    Category.PROCESSING_FAILED.value,
+                    f"the inbox refused the message: {exc}",
+                    row.raw,
+                    row.session_id,
+                    row.message_id,
+                )
+                with self.store.transaction() as tx:
+                    self._dead_letter(tx, record, fresh)
+        return fresh
+
+    def _dead_letter(
+        self, tx: SqlTransaction, record: DeadLetterRecord, result: BatchResult
+    ) -> None:
+        self.agent.write_dead_letter(tx, record)
+        result.dead_lettered += 1
+
+    def _add_trigger(self, result: BatchResult, row: NewInbox) -> None:
+        queue = DOMAIN_QUEUE if row.raw.topic == self.domain_topic else CAPABILITY_QUEUE
+        if result.triggers.get(row.session_id) != DOMAIN_QUEUE:
+            result.triggers[row.session_id] = queue
+
+    def send_triggers(self, result: BatchResult) -> int:
+        """Publish one Celery task per session; a failure is logged and left to the re-drive."""
+        sent = 0
+        for session_id, queue in result.triggers.items():
+            try:
+                self.trigger(session_id, queue)
+                sent += 1
+            except Exception as exc:
+                log.error(
+                    "orchestrator_trigger_failed",
+                    session_id=session_id,
+                    queue=queue,
+                    error=str(exc),
+                )
+        return sent
+
+    # -- the consumer loop ---------------------------------------------------------------------
+
+    def run(
+        self,
+        consumer: Consumer,
+        topics: list[str],
+        stop: threading.Event,
+        *,
+        batch_size: int = 500,
+        poll_timeout_s: float = 0.05,
+        max_queue_length: int | None = None,
+        queue_length: Callable[[], int] | None = None,
+    ) -> None:
+        """Consume until `stop` is set; then finish the batch, commit and leave the group."""
+
+        def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
+            _commit(c, "revoke")
+
+        consumer.subscribe(topics, on_revoke=on_revoke)
+        log.info("orchestrator_ingester_started", topics=topics)
+        paused = False
+        last_check = 0.0
+        try:
+            while not stop.is_set():
+                if max_queue_length and queue_length and time.monotonic() - last_check > 0.2:
+                    last_check = time.monotonic()
+                    paused = self._backpressure(consumer, paused, queue_length(), max_queue_length)
+                if paused:
+                    consumer.poll(0.1)
+                    continue
+                msgs = consumer.consume(batch_size, poll_timeout_s)
+                if msgs:
+                    self._consume_batch(consumer, msgs)
+        finally:
+            _commit(consumer, "shutdown")
+            consumer.close()
+            log.info("orchestrator_ingester_stopped")
+
+    def _consume_batch(self, consumer: Consumer, msgs: list[Any]) -> None:
+        good = []
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                good.append(m)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("orchestrator_consumer_error", error=str(err))
+        if not good:
+            return
+        result = self._handle_with_retry([raw_from_kafka(m) for m in good])
+        consumer.store_offsets(offsets=_next_offsets(good))
+        self.send_triggers(result)
+        self.on_batch(result)
+        log.debug(
+            "orchestrator_batch_ingested",
+            received=result.received,
+            recorded=result.recorded,
+            skipped=result.skipped,
+            dead_lettered=result.dead_lettered,
+            sessions=len(result.triggers),
+        )
+
+    def _handle_with_retry(self, raws: list[RawMessage]) -> BatchResult:
+        """The database may be briefly down: keep the batch and retry with backoff (capped)."""
+        delay = 0.1
+        while True:
+            try:
+                return self.handle_batch(raws)
+            except TransientError as exc:
+                log.warning("orchestrator_inbox_unavailable", error=str(exc), retry_in_s=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _backpressure(self, consumer: Consumer, paused: bool, length: int, limit: int) -> bool:
+        assignment = consumer.assignment()
+        if not paused and length > limit:
+            consumer.pause(assignment)
+            log.warning("orchestrator_ingester_paused", queue_length=length, limit=limit)
+            return True
+        if paused and length <= limit * 0.8:
+            consumer.resume(assignment)
+            log.info("orchestrator_ingester_resumed", queue_length=length)
+            return False
+        return paused
+
+
+def _next_offsets(msgs: list[Any]) -> list[TopicPartition]:
+    top: dict[tuple[str, int], int] = {}
+    for m in msgs:
+        k = (m.topic(), m.partition())
+        top[k] = max(top.get(k, -1), m.offset())
+    return [TopicPartition(t, p, o + 1) for (t, p), o in top.items()]
+
+
+def _commit(consumer: Consumer, why: str) -> None:
+    try:
+        consumer.commit(asynchronous=False)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError._NO_OFFSET:
+            log.warning("orchestrator_offset_commit_failed", reason=why, error=str(exc))

@@ -1,0 +1,181 @@
+"""A capability-service simulator for tests, the demo and the benchmark.
+
+It consumes the `*.tasks` topics and answers on the capability topic in the wire contract:
+generations get content, quality reviews get scores from a configurable sequence (per
+correlation and target, so a session can be made to regenerate), consistency checks pass or
+fail. It can also stay silent for some types (to fire timeouts), add latency, or answer some
+requests with malformed results. It stands in for services outside the orchestrator, so it
+produces to Kafka directly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from orchestrator.logs import get_logger
+
+log = get_logger("orchestrator.simulator")
+
+RESULT_TYPES = {
+    "Character.Design.GenerationRequested": "Character.Design.Generated",
+    "Outliner.Theme.GenerationRequested": "Outliner.Theme.Generated",
+    "Outliner.Concept.GenerationRequested": "Outliner.Concept.Generated",
+    "Worldbuilder.World.GenerationRequested": "Worldbuilder.World.Generated",
+    "Plot.Structure.GenerationRequested": "Plot.Structure.Generated",
+    "Writer.Content.GenerationRequested": "Writer.Content.Generated",
+    "Review.Quality.EvaluationRequested": "Review.Quality.Evaluated",
+    "Review.Consistency.CheckRequested": "Review.Consistency.Checked",
+}
+TASK_TOPICS = tuple(
+    f"genesis.{b}.tasks" for b in ("character", "outline", "world", "plot", "writer", "review")
+)
+
+
+@dataclass
+class SimulatorConfig:
+    scores: Sequence[float] = (8.0,)
+    consistency_ok: bool = True
+    latency_ms: float = 0.0
+    silent_types: frozenset[str] = frozenset()
+    malformed_rate: float = 0.0
+    report_attempts: bool = False
+    seed: int | None = None
+
+
+@dataclass
+class Answer:
+    due: float
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def __lt__(self, other: Answer) -> bool:
+        return self.due < other.due
+
+
+class CapabilitySimulator:
+    def __init__(self, config: SimulatorConfig, result_topic: str) -> None:
+        self.config = config
+        self.result_topic = result_topic
+        self.reviews: dict[tuple[str, str], int] = defaultdict(int)
+        self.rng = random.Random(config.seed)
+        self.answered = 0
+        self.received = 0
+
+    def answer(self, value: bytes | None, key: bytes | None, now: float) -> Answer | None:
+        """The answer to one request, or None (silent type, or not a request we know)."""
+        self.received += 1
+        try:
+            req = orjson.loads(value or b"")
+            req_type, data = req["type"], req["data"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+        result_type = RESULT_TYPES.get(req_type)
+        if result_type is None or req_type in self.config.silent_types:
+            return None
+        out = {
+            "session_id": data.get("session_id"),
+            "correlation_id": data.get("correlation_id"),
+            **self._result(req_type, data),
+        }
+        body = {
+            "id": str(uuid.uuid4()),
+            "ts": datetime.now(UTC).isoformat(),
+            "type": result_type,
+            "data": out,
+        }
+        raw = orjson.dumps(body)
+        if self.config.malformed_rate and self.rng.random() < self.config.malformed_rate:
+            raw = raw[: len(raw) // 2]
+        self.answered += 1
+        headers = [
+            ("type", result_type.encode()),
+            ("correlation_id", str(data.get("correlation_id") or "").encode()),
+        ]
+        return Answer(now + self.config.latency_ms / 1000.0, self.result_topic, key, raw, headers)
+
+    def _result(self, req_type: str, data: dict[str, Any]) -> dict[str, Any]:
+        if req_type == "Review.Quality.EvaluationRequested":
+            target = str(data.get("target_type") or "content")
+            k = (str(data.get("correlation_id")), target)
+            n = self.reviews[k]
+            self.reviews[k] = n + 1
+            scores = self.config.scores
+            result: dict[str, Any] = {
+                "score": scores[min(n, len(scores) - 1)],
+                "target_type": target,
+            }
+            if self.config.report_attempts:
+                result["attempts"] = n
+            return result
+        if req_type == "Review.Consistency.CheckRequested":
+            ok = self.config.consistency_ok
+            return {"ok": ok, "score": 1.0 if ok else 0.0, "issues": [] if ok else ["conflict"]}
+        inp = data.get("input") or {}
+        kind = req_type.split(".")[0]
+        return {
+            "name": inp.get("name", kind.lower()),
+            "attempt": inp.get("attempt", 0),
+            "text": f"{kind} draft {inp.get('attempt', 0)} for {inp.get('name', 'session')}",
+        }
+
+    def run(
+        self, consumer: Any, producer: Any, topics: Sequence[str], stop: threading.Event
+    ) -> None:
+        consumer.subscribe(list(topics))
+        pending: list[Answer] = []
+        try:
+            while not stop.is_set():
+                timeout = 0.02 if pending else 0.1
+                for msg in consumer.consume(500, timeout):
+                    if msg.error() is None:
+                        a = self.answer(msg.value(), msg.key(), time.monotonic())
+                        if a is not None:
+                            heapq.heappush(pending, a)
+                now = time.monotonic()
+                while pending and pending[0].due <= now:
+                    a = heapq.heappop(pending)
+                    producer.produce(a.topic, value=a.value, key=a.key, headers=a.headers)
+                producer.poll(0)
+        finally:
+            producer.flush(5)
+            consumer.close()
+
+
+def run_simulator(
+    settings: Any,
+    config: SimulatorConfig,
+    stop: threading.Event,
+    group: str = "genesis-capability-simulator",
+    topics: Sequence[str] = TASK_TOPICS,
+) -> CapabilitySimulator:
+    from confluent_kafka import Consumer, Producer
+
+    common = settings.kafka_common()
+    consumer = Consumer(
+        {
+            **common,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": settings.kafka_fetch_wait_max_ms,
+            "session.timeout.ms": settings.kafka_session_timeout_ms,
+            "heartbeat.interval.ms": settings.kafka_heartbeat_interval_ms,
+        }
+    )
+    producer = Producer({**common, "linger.ms": 1})
+    sim = CapabilitySimulator(config, settings.capability_topic)
+    log.info("orchestrator_simulator_started", topics=list(topics))
+    sim.run(consumer, producer, topics, stop)
+    return sim
