@@ -62,6 +62,7 @@ class AgentConfig:
     max_message_bytes: int = 1_048_576
     max_attempts: int = 5
     command_mapping: Mapping[str, str] = field(default_factory=dict)
+    task_topic_prefix: str = ""
     task_timeout: Callable[[str], float] = lambda _type: 900.0
 
 
@@ -386,7 +387,7 @@ class OrchestratorAgent:
                         "orchestrator_async_task_already_exists", task_type=message.message_type
                     )
                 outcome.wrote_outbox |= tx.insert_outbox(
-                    capability_message(message, row.traceparent)
+                    capability_message(message, row.traceparent, self.config.task_topic_prefix)
                 )
                 outcome.message_ids.append(message.message_id)
         except Exception as exc:

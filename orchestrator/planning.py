@@ -239,7 +239,7 @@ def plan_capability(
 ) -> Plan:
     """A capability result -> whatever its handler's EventAction asks for (empty if none)."""
     data = dict(evt.data)
-    if evt.correlation_id and not data.get("correlation_id"):
+    if evt.correlation_id:  # the source's order: a header beats the body for every effect
         data["correlation_id"] = evt.correlation_id
     name, action = handlers.handle(evt.type, evt.session_id, data, handled_reviews)
     if action is None:

@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     produce_topics: list[str] = Field(default_factory=list)
     consumer_group: str = "genesis-orchestrator"
     topic_partitions: int = Field(1, ge=1)
+    task_topic_prefix: str = ""
     command_mapping: dict[str, str] = Field(default_factory=dict)
 
     log_level: str = "INFO"
@@ -174,7 +175,8 @@ def _apply_yaml(settings: Settings) -> Settings:
         doc = yaml.safe_load(settings.config_file.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigurationError(
-            f"invalid setting ORCHESTRATOR_CONFIG_FILE: cannot read {settings.config_file}: {exc}"
+            "invalid setting ORCHESTRATOR_CONFIG_FILE: cannot read "
+            f"{settings.config_file}: {' '.join(str(exc).split())}"
         ) from exc
     section = doc.get("orchestrator", {}) if isinstance(doc, dict) else None
     if not isinstance(section, dict):

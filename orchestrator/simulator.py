@@ -177,5 +177,6 @@ def run_simulator(
     producer = Producer({**common, "linger.ms": 1})
     sim = CapabilitySimulator(config, settings.capability_topic)
     log.info("orchestrator_simulator_started", topics=list(topics))
-    sim.run(consumer, producer, topics, stop)
+    prefix = getattr(settings, "task_topic_prefix", "")
+    sim.run(consumer, producer, [prefix + t for t in topics], stop)
     return sim

@@ -71,7 +71,7 @@ def stop_on_signals() -> threading.Event:
 
 
 def all_topics(settings: Settings) -> list[str]:
-    tasks = [f"genesis.{base}.tasks" for base in TASK_TOPIC_BASES]
+    tasks = [f"{settings.task_topic_prefix}genesis.{base}.tasks" for base in TASK_TOPIC_BASES]
     return sorted(
         {
             *settings.topics_to_consume(),

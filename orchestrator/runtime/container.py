@@ -48,6 +48,7 @@ class Container:
                 max_message_bytes=s.max_message_bytes,
                 max_attempts=s.max_attempts,
                 command_mapping=s.command_mapping,
+                task_topic_prefix=s.task_topic_prefix,
                 task_timeout=s.timeout_for,
             ),
         )

@@ -24,6 +24,7 @@ from orchestrator.embedded import (
     EmbeddedKafka,
     EmbeddedPostgres,
     EmbeddedRedis,
+    EmbeddedServer,
     EmbeddedServerError,
     EmbeddedStack,
     create_topics,
@@ -246,7 +247,7 @@ def taken_port() -> Iterator[int]:
 
 @pytest.mark.parametrize("server_class", [EmbeddedKafka, EmbeddedRedis, EmbeddedPostgres])
 def test_server_that_dies_on_a_taken_port_is_retried_elsewhere(
-    server_class: type[EmbeddedKafka | EmbeddedRedis | EmbeddedPostgres],
+    server_class: type[EmbeddedServer],
     taken_port: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

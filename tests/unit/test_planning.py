@@ -275,12 +275,6 @@ def test_header_correlation_fills_missing_data_correlation() -> None:
     assert evt.data == {"session_id": SESSION, "t": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan_capability keeps data.correlation_id for the fact and the task completion "
-    "while the capability message uses the header's correlation id: the header does not win "
-    "over the body for a capability event's effects, and one plan mixes two correlations",
-)
 def test_header_correlation_wins_over_data_for_every_effect() -> None:
     evt = capability_event(
         {

@@ -179,11 +179,6 @@ def test_bad_yaml_names_the_config_file_variable(
     assert message.startswith("invalid setting ORCHESTRATOR_CONFIG_FILE: ")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_apply_yaml embeds str(yaml.YAMLError) in the ConfigurationError, which spans "
-    "several lines (with a source excerpt and a caret), not one line",
-)
 def test_malformed_yaml_error_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("orchestrator: [genesis.domain.events\n", encoding="utf-8")
