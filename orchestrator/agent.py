@@ -23,6 +23,7 @@ from orchestrator.event_handlers import (
     review_outcome_actions,
     target_type_of,
 )
+from orchestrator.faults import crash_point
 from orchestrator.logs import bound, get_logger
 from orchestrator.message_factory import fact_type
 from orchestrator.outgoing import (
@@ -273,6 +274,7 @@ class OrchestratorAgent:
             outcome.status = Status.NO_HANDLER
         self._apply(tx, row, plan, now, outcome)
         tx.mark_processed(row.id, outcome.status.value)
+        crash_point("drain.before_commit")
         event = (
             "orchestrator_domain_event_processed"
             if c.kind is Kind.COMMAND

@@ -187,7 +187,7 @@ def _reserve_redis_db(client: redis.Redis, token: str) -> int | None:
             try:
                 pipe.watch(key)
                 owner = pipe.get(key)
-                if owner is not None and not _lock_is_stale(owner):
+                if isinstance(owner, bytes) and not _lock_is_stale(owner):
                     continue
                 pipe.multi()
                 pipe.set(key, token, ex=REDIS_LOCK_TTL_SECONDS)

@@ -55,9 +55,9 @@ def wait_for(
             if value:
                 return value
         if expired:
-            text = message() if callable(message) else message
+            description = message() if callable(message) else message
             detail = f" (last error: {last_error!r})" if last_error is not None else ""
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {text}{detail}")
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {description}{detail}")
         time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
 

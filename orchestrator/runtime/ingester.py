@@ -22,6 +22,7 @@ from orchestrator.adapters.store import SqlStore, SqlTransaction
 from orchestrator.agent import OrchestratorAgent
 from orchestrator.envelopes import RawMessage
 from orchestrator.errors import Category, InvalidInput, TransientError
+from orchestrator.faults import crash_point
 from orchestrator.logs import get_logger
 from orchestrator.outgoing import raw_dead_letter_id
 from orchestrator.planning import Kind
@@ -154,6 +155,8 @@ class Ingester:
             waiting = tx.unprocessed_among(old)
             for record in dead:
                 self._dead_letter(tx, record, result)
+            crash_point("ingest.before_commit")
+        crash_point("ingest.after_commit")
         result.recorded += len(new)
         result.redelivered += len(old)
         for r in rows:
@@ -274,6 +277,7 @@ class Ingester:
             return
         result = self._handle_with_retry([raw_from_kafka(m) for m in good])
         consumer.store_offsets(offsets=_next_offsets(good))
+        crash_point("ingest.after_offsets")
         self.send_triggers(result)
         self.on_batch(result)
         log.debug(

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 
 from orchestrator.adapters.kafka import is_permanent
 from orchestrator.adapters.store import decode_headers, translate_errors
+from orchestrator.faults import crash_point
 from orchestrator.logs import get_logger
 
 log = get_logger("orchestrator.relay")
@@ -105,6 +106,7 @@ class OutboxRelay:
         if not rows:
             return result
         deliveries = self._publish(rows)
+        crash_point("relay.after_publish")
         self._settle(deliveries, result)
         return result
 

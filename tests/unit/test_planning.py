@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import pytest
 
 from orchestrator import ids
 from orchestrator.command_strategies import default_registry
