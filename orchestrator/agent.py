@@ -344,6 +344,8 @@ class OrchestratorAgent:
             self._log_completion(completion.expect_task_prefix, result.state, result.task_id)
             if result.task_id and result.state == "completed":
                 outcome.completed_task_ids.append(result.task_id)
+                if result.age_s is not None:
+                    outcome.roundtrip_s.append(result.age_s)
         for message in plan.messages:
             self._dispatch(tx, row, message, now, outcome)
 
@@ -409,3 +411,4 @@ class OrchestratorAgent:
                 row.message_id,
             )
             outcome.wrote_outbox |= self.write_dead_letter(tx, record)
+            outcome.dispatch_failed = True

@@ -48,19 +48,33 @@ def _dumps(obj: Any, **_: Any) -> str:
 
 
 def configure_logging(level: str = "INFO", stream: Any = None) -> None:
-    """Configure structlog and the stdlib root logger once per process."""
+    """Configure structlog, and render the stdlib's records (Celery, kombu, alembic) as the same
+    JSON lines, once per process."""
     lvl = logging.getLevelName(level.upper())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _always_ids,
+    ]
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                _redact,
+                structlog.processors.JSONRenderer(serializer=_dumps),
+            ],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(lvl)
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _always_ids,
+            *shared,
             structlog.processors.format_exc_info,
             _redact,
             structlog.processors.JSONRenderer(serializer=_dumps),

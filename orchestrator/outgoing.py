@@ -9,6 +9,7 @@ from orchestrator.envelopes import RawMessage
 from orchestrator.message_factory import standard_headers
 from orchestrator.planning import FactRow, MessageRow
 from orchestrator.records import DeadLetterRecord, OutboxMessage
+from orchestrator.tracing import child
 
 DEAD_LETTER_TYPE = "DeadLetter"
 
@@ -30,7 +31,7 @@ def fact_message(fact: FactRow, topic: str, traceparent: str | None) -> OutboxMe
                 message_type=fact.event_type,
                 correlation_id=fact.correlation_id,
                 causation_id=fact.causation_id,
-                traceparent=traceparent,
+                traceparent=child(traceparent, fact.event_id, fact.causation_id),
             )
         ),
         payload=orjson.dumps(fact.envelope),
@@ -55,7 +56,7 @@ def capability_message(
                 message_type=msg.message_type,
                 correlation_id=msg.correlation_id,
                 causation_id=msg.causation_id,
-                traceparent=traceparent,
+                traceparent=child(traceparent, msg.message_id, msg.causation_id),
             )
         ),
         payload=orjson.dumps(msg.envelope),

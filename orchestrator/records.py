@@ -97,6 +97,7 @@ class CompletionResult:
 
     task_id: str | None
     state: str  # "completed" | "late" | "not_found"
+    age_s: float | None = None  # how long the task waited for its result
 
 
 @dataclass(slots=True)
@@ -116,5 +117,7 @@ class Outcome:
     category: str | None = None
     reason: str | None = None
     wrote_outbox: bool = False
+    dispatch_failed: bool = False
+    roundtrip_s: list[float] = field(default_factory=list)
     kind: str | None = None
     message_type: str | None = None

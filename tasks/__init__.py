@@ -7,7 +7,13 @@ used; each worker process builds its own `Container` lazily after the fork.
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Any
+
+# Prefork children report metrics through files; the directory must be known before
+# prometheus_client is first imported anywhere in this process.
+if os.environ.get("ORCHESTRATOR_METRICS_PORT", "0") not in ("", "0"):
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="orch-metrics-"))
 
 from celery import signals
 
@@ -15,7 +21,7 @@ import beat
 from orchestrator.adapters.redis_state import REDIS_ERRORS
 from orchestrator.cli.startup import settings_or_exit
 from orchestrator.errors import TransientError
-from orchestrator.logs import configure_logging
+from orchestrator.logs import bound, configure_logging
 from orchestrator.runtime.celery_app import (
     DRAIN_TASK,
     NOOP_TASK,
@@ -50,13 +56,27 @@ def _setup_logging(**_: Any) -> None:
     configure_logging(settings.log_level)
 
 
+@signals.worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    """The worker's parent serves the children's aggregated metrics (if a port is set)."""
+    if settings.metrics_port:
+        from orchestrator.metrics import serve
+
+        serve(settings.metrics_port, container().engine)
+
+
 @signals.worker_process_shutdown.connect
-def _close(**_: Any) -> None:
+def _close(pid: int | None = None, **_: Any) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid or os.getpid())
     if _container is not None and _container_pid == os.getpid():
         _container.close()
 
 
 @app.task(
+    bind=True,
     name=DRAIN_TASK,
     autoretry_for=RETRYABLE,
     retry_backoff=1,
@@ -64,9 +84,10 @@ def _close(**_: Any) -> None:
     retry_jitter=True,
     max_retries=20,
 )
-def drain_session(session_id: str) -> int:
+def drain_session(self: Any, session_id: str) -> int:
     """Process the session's unprocessed inbox rows in order (a cheap no-op when none)."""
-    return len(container().session_worker.drain(session_id).outcomes)
+    with bound(session_id=session_id, traceparent=getattr(self.request, "traceparent", None)):
+        return len(container().session_worker.drain(session_id).outcomes)
 
 
 @app.task(

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import admin as kafka_admin
 
 from orchestrator.settings import Settings
 
@@ -71,13 +71,16 @@ def create_topics(
     settings: Settings, names: Iterable[str], partitions: int = 1, timeout: float = 15.0
 ) -> list[str]:
     """Create the topics that do not exist yet; return the ones created. Idempotent."""
-    admin = AdminClient(settings.kafka_common())
+    admin = kafka_admin.AdminClient(settings.kafka_common())
     wanted = sorted(set(names))
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [n for n in wanted if n not in existing]
     if missing:
         futures = admin.create_topics(
-            [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing],
+            [
+                kafka_admin.NewTopic(n, num_partitions=partitions, replication_factor=1)  # type: ignore[attr-defined]
+                for n in missing
+            ],
             operation_timeout=timeout,
         )
         for name, fut in futures.items():

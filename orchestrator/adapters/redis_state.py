@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -55,11 +55,14 @@ class RedisState:
     # -- session locks and wake-ups -----------------------------------------------------------
 
     def session_lock(self, session_id: str) -> Lock:
-        return self.r.lock(
-            self._k("lock", "session", session_id),
-            timeout=self.lock_ttl_s,
-            blocking=False,
-            thread_local=False,
+        return cast(
+            Lock,
+            self.r.lock(
+                self._k("lock", "session", session_id),
+                timeout=self.lock_ttl_s,
+                blocking=False,
+                thread_local=False,
+            ),
         )
 
     def set_wake(self, session_id: str) -> None:
@@ -93,7 +96,7 @@ class RedisState:
     def done_among(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         if not keys:
             return set()
-        values = self.r.mget([self.done_key(t, m) for t, m in keys])
+        values = cast(list[Any], self.r.mget([self.done_key(t, m) for t, m in keys]))
         return {k for k, v in zip(keys, values, strict=True) if v is not None}
 
     # -- relay request coalescing --------------------------------------------------------------

@@ -11,10 +11,10 @@ import base64
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import Connection, Engine, func, text, tuple_
+from sqlalchemy import Connection, Engine, Table, func, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
@@ -84,7 +84,8 @@ SQL = {
         " RETURNING id"
     ),
     "find_active_task": (
-        "SELECT id, version FROM async_tasks WHERE correlation_id = :cid"
+        "SELECT id, version, extract(epoch FROM now() - created_at) AS age_s FROM async_tasks"
+        " WHERE correlation_id = :cid"
         " AND starts_with(task_type, :prefix) AND status IN ('PENDING', 'RUNNING')"
         " ORDER BY created_at, id LIMIT 1"
     ),
@@ -224,7 +225,7 @@ class SqlTransaction:
         """One multi-row insert; returns the (topic, message_id) keys that were new."""
         if not rows:
             return set()
-        table = InboxMessage.__table__
+        table = cast(Table, InboxMessage.__table__)
         stmt = (
             pg_insert(table)
             .values([_inbox_values(r) for r in rows])
@@ -340,7 +341,7 @@ class SqlTransaction:
                 self.update_task_version(row.id, row.version, result)
             except StaleVersion:
                 continue
-            return CompletionResult(row.id, "completed")
+            return CompletionResult(row.id, "completed", float(row.age_s))
         failed = self._exec("find_failed_task", **params).first()
         if failed is not None:
             self._exec("late_result", id=failed.id, version=failed.version, result=result)

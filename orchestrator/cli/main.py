@@ -121,7 +121,7 @@ def ingest() -> None:
 
     stop = stop_on_signals()
     c = _container(settings)
-    _serve_metrics(settings)
+    _serve_metrics(settings, c.engine)
     with service_errors("ingest"):
         ingester = c.ingester()
         ingester.run(
@@ -185,18 +185,22 @@ def simulate(
         run_simulator(settings, config, stop_on_signals(), group=group)
 
 
-def _serve_metrics(settings: Settings) -> None:
+def _serve_metrics(settings: Settings, engine: Any = None) -> None:
     if settings.metrics_port:
         from orchestrator.metrics import serve
 
-        serve(settings.metrics_port)
+        serve(settings.metrics_port, engine)
 
 
 def register(fn: Callable[..., Any], name: str | None = None) -> None:
     app.command(name=name)(fn)
 
 
-def main() -> None:
-    from orchestrator.cli import commands  # noqa: F401 - registers the operator commands
+def load_commands() -> None:
+    """Register the operator and demo commands (kept in their own modules)."""
+    from orchestrator.cli import commands, demo_command  # noqa: F401
 
+
+def main() -> None:
+    load_commands()
     app()

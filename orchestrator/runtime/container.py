@@ -80,7 +80,9 @@ class Container:
 
     @cached_property
     def session_worker(self) -> SessionWorker:
-        return SessionWorker(self.agent, self.state, self.enqueue_relay)
+        from orchestrator.metrics import record_outcome
+
+        return SessionWorker(self.agent, self.state, self.enqueue_relay, record_outcome)
 
     @cached_property
     def maintenance(self) -> Maintenance:
@@ -95,6 +97,8 @@ class Container:
         )
 
     def ingester(self) -> Ingester:
+        from orchestrator.metrics import record_batch
+
         return Ingester(
             self.agent,
             self.store,
@@ -102,6 +106,7 @@ class Container:
             self.trigger,
             self.request_relay,
             self.settings.domain_topic,
+            record_batch,
         )
 
     # -- Celery wiring -------------------------------------------------------------------------
@@ -109,8 +114,10 @@ class Container:
     def queue_for_topic(self, topic: str) -> str:
         return DOMAIN_QUEUE if topic == self.settings.domain_topic else CAPABILITY_QUEUE
 
-    def trigger(self, session_id: str, queue: str) -> None:
-        self.celery.send_task(DRAIN_TASK, args=[session_id], queue=queue)
+    def trigger(self, session_id: str, queue: str, traceparent: str | None = None) -> None:
+        """Ask a worker to drain the session; the trace context rides in the task headers."""
+        headers = {"traceparent": traceparent} if traceparent else None
+        self.celery.send_task(DRAIN_TASK, args=[session_id], queue=queue, headers=headers)
 
     def enqueue_relay(self) -> None:
         self.celery.send_task(RELAY_TASK, queue=RELAY_QUEUE, expires=30)
@@ -122,12 +129,15 @@ class Container:
     def run_relay(self, coalesced: bool) -> RelayResult:
         """Relay until the outbox has nothing claimable; a coalesced run also honours requests
         that arrive meanwhile. Bounded in time so it never holds a worker slot for long."""
+        from orchestrator.metrics import record_relay
+
         total = RelayResult()
         started = time.monotonic()
         while True:
             if coalesced:
                 self.state.clear_dirty()
             r = self.relay.run_once()
+            record_relay(r)
             _add(total, r)
             if time.monotonic() - started > RELAY_RUN_MAX_S:
                 if coalesced:

@@ -44,6 +44,7 @@ class BatchResult:
     skipped: int = 0
     dead_lettered: int = 0
     triggers: dict[str, str] = field(default_factory=dict)  # session -> queue
+    traces: dict[str, str | None] = field(default_factory=dict)  # session -> traceparent
     by_kind: dict[str, int] = field(default_factory=dict)
     dead_by_category: dict[str, int] = field(default_factory=dict)
 
@@ -59,7 +60,7 @@ class Ingester:
         agent: OrchestratorAgent,
         store: SqlStore,
         state: RedisState | None,
-        trigger: Callable[[str, str], None],
+        trigger: Callable[[str, str, str | None], None],
         enqueue_relay: Callable[[], None],
         domain_topic: str,
         on_batch: Callable[[BatchResult], None] = lambda _b: None,
@@ -208,13 +209,14 @@ class Ingester:
         queue = DOMAIN_QUEUE if row.raw.topic == self.domain_topic else CAPABILITY_QUEUE
         if result.triggers.get(row.session_id) != DOMAIN_QUEUE:
             result.triggers[row.session_id] = queue
+        result.traces.setdefault(row.session_id, row.traceparent)
 
     def send_triggers(self, result: BatchResult) -> int:
         """Publish one Celery task per session; a failure is logged and left to the re-drive."""
         sent = 0
         for session_id, queue in result.triggers.items():
             try:
-                self.trigger(session_id, queue)
+                self.trigger(session_id, queue, result.traces.get(session_id))
                 sent += 1
             except Exception as exc:
                 log.error(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -319,6 +320,48 @@ assert psutil.Process().children() == [], psutil.Process().children()
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_servers_of_a_killed_owner_stop_and_their_files_are_reclaimed() -> None:
+    """An owner killed with SIGKILL runs no cleanup: the kernel stops its servers (parent-death
+    signal), and the next start removes the temporary directories it left."""
+    code = """
+import json, sys, time
+from orchestrator.embedded import EmbeddedStack
+stack = EmbeddedStack()
+stack.start()
+print(json.dumps({"pids": stack.pids,
+                  "workdirs": [str(server.workdir) for server in stack.servers]}), flush=True)
+time.sleep(300)
+"""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout is not None
+        line = owner.stdout.readline()
+        assert line, owner.stderr.read() if owner.stderr else "owner printed nothing"
+        started = json.loads(line)
+        tree = _process_tree(started["pids"])
+        workdirs = [Path(path) for path in started["workdirs"]]
+        assert all(path.is_dir() for path in workdirs)
+    finally:
+        owner.kill()
+        owner.communicate(timeout=30)
+    wait_for(
+        lambda: not any(_alive(proc) for proc in tree),
+        timeout=15,
+        message=lambda: f"servers of the killed owner to stop: {[p.pid for p in tree]}",
+    )
+    assert all(path.is_dir() for path in workdirs), "nothing has reclaimed them yet"
+    with EmbeddedStack():
+        pass
+    left = [path for path in workdirs if path.exists()]
+    assert not left, f"abandoned directories not reclaimed: {left}"
 
 
 # -- fixtures --------------------------------------------------------------------------------

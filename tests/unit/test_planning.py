@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from orchestrator import ids
+from orchestrator import ids, tracing
 from orchestrator.command_strategies import default_registry
 from orchestrator.envelopes import CapabilityEvent, Command, Headers, RawMessage, parse
 from orchestrator.event_handlers import default_handler_registry
@@ -341,11 +341,20 @@ def test_fact_outbox_message() -> None:
         "correlation_id": b"corr-100",
         "causation_id": b"evt-100",
         "type": b"Genesis.Session.Character.Requested",
-        "traceparent": TRACEPARENT.encode(),
+        "traceparent": child_of_input(fact.event_id),
     }
 
 
-def test_fact_outbox_message_without_traceparent() -> None:
+def child_of_input(message_id: str) -> bytes:
+    """Same trace as the input, a span id of the produced message's own."""
+    header_value = tracing.child(TRACEPARENT, message_id)
+    trace_id = TRACEPARENT.split("-")[1]
+    assert header_value.split("-")[1] == trace_id
+    assert header_value.split("-")[2] != TRACEPARENT.split("-")[2]
+    return header_value.encode()
+
+
+def test_fact_outbox_message_without_traceparent_starts_a_trace() -> None:
     fact = plan_of(command_doc()).facts[0]
     message = fact_message(fact, "genesis.domain.events", None)
     assert [name for name, _ in message.headers] == [
@@ -353,7 +362,12 @@ def test_fact_outbox_message_without_traceparent() -> None:
         "correlation_id",
         "causation_id",
         "type",
+        "traceparent",
     ]
+    header = dict(message.headers)["traceparent"]
+    assert header is not None and tracing.parse(header.decode()) is not None
+    again = fact_message(fact, "genesis.domain.events", None)
+    assert dict(again.headers)["traceparent"] == header  # deterministic on a re-run
 
 
 def test_capability_outbox_message() -> None:
@@ -373,11 +387,11 @@ def test_capability_outbox_message() -> None:
         "correlation_id": b"corr-100",
         "causation_id": b"evt-100",
         "type": b"Character.Design.GenerationRequested",
-        "traceparent": TRACEPARENT.encode(),
+        "traceparent": child_of_input(msg.message_id),
     }
     without = capability_message(msg, None)
-    assert "traceparent" not in header_dict(without)
-    assert len(without.headers) == 4
+    assert tracing.parse(header_dict(without)["traceparent"].decode()) is not None  # type: ignore[union-attr]
+    assert len(without.headers) == 5
 
 
 def test_published_capability_message_parses_back() -> None:
@@ -389,7 +403,7 @@ def test_published_capability_message_parses_back() -> None:
     assert evt.type == "Character.Design.GenerationRequested"
     assert evt.session_id == SESSION
     assert evt.correlation_id == "corr-100"
-    assert evt.traceparent == TRACEPARENT
+    assert evt.traceparent == child_of_input(msg.message_id).decode()
 
 
 def test_dead_letter_message() -> None:
