@@ -1,0 +1,1 @@
+"""`orchestrator demo` (registered on the `orchestrator` app when the CLI starts)."""
