@@ -74,7 +74,9 @@ class CapabilitySimulator:
         self.answered = 0
         self.received = 0
 
-    def answer(self, value: bytes | None, key: bytes | None, now: float) -> Answer | None:
+    def answer(
+        self, value: bytes | None, key: bytes | None, now: float, traceparent: bytes | None = None
+    ) -> Answer | None:
         """The answer to one request, or None (silent type, or not a request we know)."""
         self.received += 1
         try:
@@ -104,6 +106,8 @@ class CapabilitySimulator:
             ("type", result_type.encode()),
             ("correlation_id", str(data.get("correlation_id") or "").encode()),
         ]
+        if traceparent:  # a service answers within the trace of the request
+            headers.append(("traceparent", traceparent))
         return Answer(now + self.config.latency_ms / 1000.0, self.result_topic, key, raw, headers)
 
     def _result(self, req_type: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +145,8 @@ class CapabilitySimulator:
                 timeout = 0.02 if pending else 0.1
                 for msg in consumer.consume(500, timeout):
                     if msg.error() is None:
-                        a = self.answer(msg.value(), msg.key(), time.monotonic())
+                        tp = dict(msg.headers() or []).get("traceparent")
+                        a = self.answer(msg.value(), msg.key(), time.monotonic(), tp)
                         if a is not None:
                             heapq.heappush(pending, a)
                 now = time.monotonic()

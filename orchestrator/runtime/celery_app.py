@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from orchestrator.runtime.ingester import CAPABILITY_QUEUE, DOMAIN_QUEUE, RELAY_QUEUE
 from orchestrator.settings import Settings
@@ -43,7 +43,11 @@ def make_celery(settings: Settings) -> Celery:
         worker_enable_soft_shutdown_on_idle=True,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_default_queue=DOMAIN_QUEUE,
-        task_queues=(Queue(DOMAIN_QUEUE), Queue(CAPABILITY_QUEUE), Queue(RELAY_QUEUE)),
+        # Each queue has its own exchange and routing key: a task sent to one queue must not be
+        # copied into the others (a bare Queue(name) binds all of them to the default key).
+        task_queues=tuple(_queue(q) for q in (DOMAIN_QUEUE, CAPABILITY_QUEUE, RELAY_QUEUE)),
+        task_default_exchange=DOMAIN_QUEUE,
+        task_default_routing_key=DOMAIN_QUEUE,
         task_create_missing_queues=False,
         task_routes={
             RELAY_TASK: {"queue": RELAY_QUEUE},
@@ -56,3 +60,7 @@ def make_celery(settings: Settings) -> Celery:
         enable_utc=True,
     )
     return app
+
+
+def _queue(name: str) -> Queue:
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
