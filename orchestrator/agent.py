@@ -39,11 +39,12 @@ from orchestrator.planning import (
     MessageRow,
     Plan,
     classify,
+    inbox_entry,
     plan_capability,
     plan_command,
 )
 from orchestrator.ports import Store, Transaction
-from orchestrator.records import DeadLetterRecord, InboxRow, NewInbox, Outcome, Status
+from orchestrator.records import DeadLetterRecord, InboxRow, Outcome, Status
 
 log = get_logger("orchestrator.agent")
 
@@ -107,15 +108,7 @@ class OrchestratorAgent:
             return self.dead_letter_raw(raw, exc)
         if c.kind is Kind.SKIP:
             return self._skipped(c)
-        new = NewInbox(
-            raw,
-            c.message_id,
-            c.kind.value,
-            c.message_type,
-            str(c.session_id),
-            c.correlation_id,
-            c.traceparent,
-        )
+        new = inbox_entry(raw, c)
         with (
             bound(
                 correlation_id=c.correlation_id, session_id=c.session_id, traceparent=c.traceparent

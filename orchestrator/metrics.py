@@ -33,7 +33,7 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # prometheus_client picks its value class when first imported, which in a Celery worker can
     # happen (through a CLI plugin) before the directory is set: pick it again now, before any
     # metric below is created.
-    prometheus_values.ValueClass = prometheus_values.get_value_class()
+    prometheus_values.ValueClass = prometheus_values.get_value_class()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from orchestrator import ids
@@ -18,25 +20,52 @@ def _encode(headers: list[tuple[str, str]]) -> tuple[tuple[str, bytes | None], .
     return tuple((name, value.encode()) for name, value in headers)
 
 
-def fact_message(fact: FactRow, topic: str, traceparent: str | None) -> OutboxMessage:
+def _produced(
+    *,
+    message_id: str,
+    kind: str,
+    message_type: str,
+    topic: str,
+    key: str,
+    envelope: dict[str, Any],
+    session_id: str,
+    correlation_id: str | None,
+    causation_id: str,
+    traceparent: str | None,
+) -> OutboxMessage:
+    """An outbox message we produce: the standard headers, a child span of the input's trace."""
+    headers = standard_headers(
+        message_id=message_id,
+        message_type=message_type,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        traceparent=child(traceparent, message_id, causation_id),
+    )
     return OutboxMessage(
-        id=fact.event_id,
+        id=message_id,
+        kind=kind,
+        message_type=message_type,
+        topic=topic,
+        key=key.encode(),
+        headers=_encode(headers),
+        payload=orjson.dumps(envelope),
+        session_id=session_id,
+        correlation_id=correlation_id,
+    )
+
+
+def fact_message(fact: FactRow, topic: str, traceparent: str | None) -> OutboxMessage:
+    return _produced(
+        message_id=fact.event_id,
         kind="fact",
         message_type=fact.event_type,
         topic=topic,
-        key=fact.session_id.encode(),
-        headers=_encode(
-            standard_headers(
-                message_id=fact.event_id,
-                message_type=fact.event_type,
-                correlation_id=fact.correlation_id,
-                causation_id=fact.causation_id,
-                traceparent=child(traceparent, fact.event_id, fact.causation_id),
-            )
-        ),
-        payload=orjson.dumps(fact.envelope),
+        key=fact.session_id,
+        envelope=fact.envelope,
         session_id=fact.session_id,
         correlation_id=fact.correlation_id,
+        causation_id=fact.causation_id,
+        traceparent=traceparent,
     )
 
 
@@ -44,24 +73,17 @@ def capability_message(
     msg: MessageRow, traceparent: str | None, topic_prefix: str = ""
 ) -> OutboxMessage:
     """`topic_prefix` namespaces task topics (e.g. `staging.`) without touching strategies."""
-    return OutboxMessage(
-        id=msg.message_id,
+    return _produced(
+        message_id=msg.message_id,
         kind="capability",
         message_type=msg.message_type,
         topic=topic_prefix + msg.topic,
-        key=msg.key.encode(),
-        headers=_encode(
-            standard_headers(
-                message_id=msg.message_id,
-                message_type=msg.message_type,
-                correlation_id=msg.correlation_id,
-                causation_id=msg.causation_id,
-                traceparent=child(traceparent, msg.message_id, msg.causation_id),
-            )
-        ),
-        payload=orjson.dumps(msg.envelope),
+        key=msg.key,
+        envelope=msg.envelope,
         session_id=msg.session_id,
         correlation_id=msg.correlation_id,
+        causation_id=msg.causation_id,
+        traceparent=traceparent,
     )
 
 

@@ -31,6 +31,7 @@ from orchestrator.message_factory import (
     fact_type,
     scope_prefix_of,
 )
+from orchestrator.records import NewInbox
 
 
 class Kind(StrEnum):
@@ -96,6 +97,19 @@ def classify(
         env.traceparent,
         env,
         cmd,
+    )
+
+
+def inbox_entry(raw: RawMessage, c: Classified) -> NewInbox:
+    """The inbox row for a classified (non-skipped) message."""
+    return NewInbox(
+        raw,
+        c.message_id,
+        c.kind.value,
+        c.message_type,
+        str(c.session_id),
+        c.correlation_id,
+        c.traceparent,
     )
 
 

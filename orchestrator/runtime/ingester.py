@@ -25,7 +25,7 @@ from orchestrator.errors import Category, InvalidInput, TransientError
 from orchestrator.faults import crash_point
 from orchestrator.logs import get_logger
 from orchestrator.outgoing import raw_dead_letter_id
-from orchestrator.planning import Kind
+from orchestrator.planning import Kind, inbox_entry
 from orchestrator.records import DeadLetterRecord, NewInbox
 
 log = get_logger("orchestrator.ingester")
@@ -123,17 +123,7 @@ class Ingester:
             )
             return
         result.by_kind[c.kind.value] = result.by_kind.get(c.kind.value, 0) + 1
-        rows.append(
-            NewInbox(
-                raw,
-                c.message_id,
-                c.kind.value,
-                c.message_type,
-                str(c.session_id),
-                c.correlation_id,
-                c.traceparent,
-            )
-        )
+        rows.append(inbox_entry(raw, c))
 
     def _drop_done(self, rows: list[NewInbox]) -> list[NewInbox]:
         """Fast path: messages Redis remembers as done need no database round trip."""
