@@ -369,39 +369,45 @@ class OrchestratorAgent:
             topic=message.topic,
         )
         deadline = now + timedelta(seconds=self.config.task_timeout(message.message_type))
+        outbox = capability_message(message, row.traceparent, self.config.task_topic_prefix)
         try:
             with tx.savepoint():
                 log.debug("orchestrator_creating_async_task", task_type=message.message_type)
-                if tx.create_task(message, deadline):
-                    log.info(
-                        "orchestrator_async_task_created_success",
-                        task_id=message.message_id,
-                        task_type=message.message_type,
-                    )
-                    outcome.task_ids.append(message.message_id)
-                else:
-                    log.info(
-                        "orchestrator_async_task_already_exists", task_type=message.message_type
-                    )
-                outcome.wrote_outbox |= tx.insert_outbox(
-                    capability_message(message, row.traceparent, self.config.task_topic_prefix)
-                )
-                outcome.message_ids.append(message.message_id)
+                created = tx.create_task(message, deadline)
+                wrote = tx.insert_outbox(outbox)
         except Exception as exc:
-            log.error(
-                "orchestrator_async_task_create_failed",
+            self._dispatch_failed(tx, row, message, exc, outcome)
+            return
+        # Reported only once the savepoint held: a rolled-back task is never announced.
+        if created:
+            log.info(
+                "orchestrator_async_task_created_success",
+                task_id=message.message_id,
                 task_type=message.message_type,
-                error=str(exc),
             )
-            record = DeadLetterRecord(
-                inbox_dead_letter_id(
-                    row.topic, row.message_id, Category.CAPABILITY_DISPATCH_FAILED.value
-                ),
-                Category.CAPABILITY_DISPATCH_FAILED.value,
-                f"dispatching {message.message_type} failed: {exc}",
-                row.raw(),
-                row.session_id,
-                row.message_id,
-            )
-            outcome.wrote_outbox |= self.write_dead_letter(tx, record)
-            outcome.dispatch_failed = True
+            outcome.task_ids.append(message.message_id)
+        else:
+            log.info("orchestrator_async_task_already_exists", task_type=message.message_type)
+        outcome.wrote_outbox |= wrote
+        outcome.message_ids.append(message.message_id)
+
+    def _dispatch_failed(
+        self, tx: Transaction, row: InboxRow, message: MessageRow, exc: Exception, outcome: Outcome
+    ) -> None:
+        log.error(
+            "orchestrator_async_task_create_failed", task_type=message.message_type, error=str(exc)
+        )
+        category = Category.CAPABILITY_DISPATCH_FAILED.value
+        record = DeadLetterRecord(
+            inbox_dead_letter_id(row.topic, row.message_id, category),
+            category,
+            f"dispatching {message.message_type} failed: {exc}",
+            row.raw(),
+            row.session_id,
+            row.message_id,
+        )
+        outcome.wrote_outbox |= self.write_dead_letter(tx, record)
+        outcome.dispatch_failed = True
+        outcome.dead_letter_id = record.id
+        outcome.category = category
+        outcome.reason = record.reason

@@ -41,14 +41,6 @@ INBOX_COLUMNS = (
 
 SQL = {
     "lock_session": "SELECT pg_advisory_xact_lock(hashtextextended(:sid, 7274))",
-    "insert_inbox": (
-        "INSERT INTO inbox (topic, message_id, kind, message_type, session_id, correlation_id,"
-        ' traceparent, key, value, headers, partition, "offset", triggered_at) VALUES '
-        "(:topic, :message_id, :kind, :message_type, :session_id, :correlation_id, :traceparent,"
-        " :key, :value, CAST(:headers AS jsonb), :partition, :offset,"
-        " CASE WHEN :triggered THEN now() END)"
-        " ON CONFLICT (topic, message_id) DO NOTHING RETURNING id"
-    ),
     # INBOX_COLUMNS is a constant: no input ever reaches the statement text (S608).
     "find_inbox": f"SELECT {INBOX_COLUMNS} FROM inbox WHERE topic = :topic AND message_id = :mid",  # noqa: S608
     "inbox_for_update": f"SELECT {INBOX_COLUMNS} FROM inbox WHERE id = :id FOR UPDATE",  # noqa: S608
@@ -130,7 +122,7 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _inbox_values(r: NewInbox) -> dict[str, Any]:
+def _inbox_values(r: NewInbox, triggered: bool) -> dict[str, Any]:
     raw = r.raw
     return {
         "topic": raw.topic,
@@ -147,7 +139,7 @@ def _inbox_values(r: NewInbox) -> dict[str, Any]:
         "headers": [
             [n, base64.b64encode(v).decode() if v is not None else None] for n, v in raw.headers
         ],
-        "triggered_at": func.now(),
+        "triggered_at": func.now() if triggered else None,
     }
 
 
@@ -198,41 +190,26 @@ class SqlTransaction:
         self._exec("lock_session", sid=session_id)
 
     def insert_inbox(self, rows: Sequence[NewInbox], triggered: bool) -> list[int]:
-        ids: list[int] = []
-        for r in rows:
-            raw = r.raw
-            got = self._exec(
-                "insert_inbox",
-                topic=raw.topic,
-                message_id=r.message_id,
-                kind=r.kind,
-                message_type=r.message_type,
-                session_id=r.session_id,
-                correlation_id=r.correlation_id,
-                traceparent=r.traceparent,
-                key=raw.key,
-                value=raw.value,
-                headers=encode_headers(raw.headers),
-                partition=raw.partition,
-                offset=raw.offset,
-                triggered=triggered,
-            ).scalar()
-            if got is not None:
-                ids.append(int(got))
-        return ids
+        """Record messages (existing keys are left alone); the ids of the new rows."""
+        return [row_id for row_id, _, _ in self._insert_inbox(rows, triggered)]
 
     def insert_inbox_batch(self, rows: Sequence[NewInbox]) -> set[tuple[str, str]]:
-        """One multi-row insert; returns the (topic, message_id) keys that were new."""
+        """One multi-row insert of triggered rows; the (topic, message_id) keys that were new."""
+        return {(t, m) for _, t, m in self._insert_inbox(rows, triggered=True)}
+
+    def _insert_inbox(
+        self, rows: Sequence[NewInbox], triggered: bool
+    ) -> list[tuple[int, str, str]]:
         if not rows:
-            return set()
+            return []
         table = cast(Table, InboxMessage.__table__)
         stmt = (
             pg_insert(table)
-            .values([_inbox_values(r) for r in rows])
+            .values([_inbox_values(r, triggered) for r in rows])
             .on_conflict_do_nothing(index_elements=["topic", "message_id"])
-            .returning(table.c.topic, table.c.message_id)
+            .returning(table.c.id, table.c.topic, table.c.message_id)
         )
-        return {(t, m) for t, m in self.conn.execute(stmt)}
+        return [(int(i), t, m) for i, t, m in self.conn.execute(stmt)]
 
     def unprocessed_among(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of these already-recorded messages still wait to be processed."""

@@ -98,7 +98,11 @@ class OutboxRelay:
         with translate_errors(), self.engine.begin() as conn:
             # Claims are serialised (a few ms each) so two relays never split one key's run.
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK})
-            return list(conn.execute(CLAIM, {"lease": self.lease_s, "limit": self.batch_size}))
+            rows = list(conn.execute(CLAIM, {"lease": self.lease_s, "limit": self.batch_size}))
+        # RETURNING does not keep the subquery's order: publish strictly in seq order, so one
+        # key's messages reach their partition in the order they were committed.
+        rows.sort(key=lambda row: row.seq)
+        return rows
 
     def run_once(self) -> RelayResult:
         rows = self.claim()
