@@ -149,6 +149,8 @@ class OrchestratorAgent:
         message_id: str | None = None,
     ) -> Outcome:
         """Store an unparseable input and its DLQ record; idempotent on the input's bytes."""
+        session_id = session_id or exc.session_id
+        message_id = message_id or exc.message_id
         record = DeadLetterRecord(
             raw_dead_letter_id(raw), exc.category.value, exc.reason, raw, session_id, message_id
         )

@@ -36,10 +36,21 @@ class Category(StrEnum):
 class InvalidInput(OrchestratorError):
     """An input message that can never be processed; it becomes a dead letter."""
 
-    def __init__(self, category: Category, reason: str) -> None:
+    def __init__(
+        self,
+        category: Category,
+        reason: str,
+        *,
+        session_id: str | None = None,
+        message_id: str | None = None,
+    ) -> None:
         super().__init__(f"{category.value}: {reason}")
         self.category = category
         self.reason = reason
+        # Known when the envelope parsed but its content is bad (e.g. an unknown command), so
+        # the dead letter can be found from its session.
+        self.session_id = session_id
+        self.message_id = message_id
 
 
 class TransientError(OrchestratorError):

@@ -64,7 +64,15 @@ def classify(
 
     Raises InvalidInput for everything that is a dead letter, including unknown commands.
     """
-    env = parse(raw, max_bytes)
+    try:
+        env = parse(raw, max_bytes)
+    except InvalidInput as exc:
+        if exc.category is not Category.TOO_LARGE:
+            raise
+        skipped = _oversized_but_skipped(raw)
+        if skipped is None:
+            raise
+        env = skipped
     if isinstance(env, CapabilityEvent):
         return Classified(
             Kind.CAPABILITY,
@@ -85,9 +93,18 @@ def classify(
             env.traceparent,
             env,
         )
-    cmd = parse_command(env)
+    try:
+        cmd = parse_command(env)
+    except InvalidInput as exc:
+        exc.session_id, exc.message_id = env.aggregate_id, env.event_id
+        raise
     if not commands.knows(cmd.command_type) and cmd.command_type not in (mapping or {}):
-        raise InvalidInput(Category.UNKNOWN_COMMAND, f"unknown command type {cmd.command_type!r}")
+        raise InvalidInput(
+            Category.UNKNOWN_COMMAND,
+            f"unknown command type {cmd.command_type!r}",
+            session_id=env.aggregate_id,
+            message_id=env.event_id,
+        )
     return Classified(
         Kind.COMMAND,
         env.event_id,
@@ -98,6 +115,18 @@ def classify(
         env,
         cmd,
     )
+
+
+def _oversized_but_skipped(raw: RawMessage) -> DomainEvent | None:
+    """Our own facts embed the command's input and can exceed the cap the command met: a
+    well-formed domain event that is not a command is skipped whatever its size."""
+    try:
+        env = parse(raw, max_bytes=len(raw.value or b""))
+    except InvalidInput:
+        return None
+    if isinstance(env, DomainEvent) and not env.is_command:
+        return env
+    return None
 
 
 def inbox_entry(raw: RawMessage, c: Classified) -> NewInbox:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -25,6 +27,8 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 5) -> Engin
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -33,7 +37,10 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the schema at `url` to `revision` (idempotent)."""
+    # Alembic logs its plugin set-up at INFO when `alembic.command` is first imported.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 

@@ -6,11 +6,14 @@ import sys
 from typing import Any, NoReturn
 
 from orchestrator.errors import ConfigurationError
+from orchestrator.logs import redact_text
 from orchestrator.settings import Settings, load_settings
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    print(f"orchestrator: {message}", file=sys.stderr)
+    """One line on stderr (driver messages span several), credentials masked, then exit."""
+    line = " ".join(redact_text(message).split())
+    print(f"orchestrator: {line}", file=sys.stderr)
     raise SystemExit(code)
 
 

@@ -106,7 +106,12 @@ class Ingester:
         except InvalidInput as exc:
             dead.append(
                 DeadLetterRecord(
-                    raw_dead_letter_id(raw), exc.category.value, exc.reason, raw, None, None
+                    raw_dead_letter_id(raw),
+                    exc.category.value,
+                    exc.reason,
+                    raw,
+                    exc.session_id,
+                    exc.message_id,
                 )
             )
             result.dead_by_category[exc.category.value] = (
@@ -249,13 +254,13 @@ class Ingester:
                     continue
                 msgs = consumer.consume(batch_size, poll_timeout_s)
                 if msgs:
-                    self._consume_batch(consumer, msgs)
+                    self._consume_batch(consumer, msgs, stop)
         finally:
             _commit(consumer, "shutdown")
             consumer.close()
             log.info("orchestrator_ingester_stopped")
 
-    def _consume_batch(self, consumer: Consumer, msgs: list[Any]) -> None:
+    def _consume_batch(self, consumer: Consumer, msgs: list[Any], stop: threading.Event) -> None:
         good = []
         for m in msgs:
             err = m.error()
@@ -267,7 +272,9 @@ class Ingester:
                 log.warning("orchestrator_consumer_error", error=str(err))
         if not good:
             return
-        result = self._handle_with_retry([raw_from_kafka(m) for m in good])
+        result = self._handle_with_retry([raw_from_kafka(m) for m in good], stop)
+        if result is None:
+            return
         consumer.store_offsets(offsets=_next_offsets(good))
         crash_point("ingest.after_offsets")
         self.send_triggers(result)
@@ -281,15 +288,22 @@ class Ingester:
             sessions=len(result.triggers),
         )
 
-    def _handle_with_retry(self, raws: list[RawMessage]) -> BatchResult:
-        """The database may be briefly down: keep the batch and retry with backoff (capped)."""
+    def _handle_with_retry(
+        self, raws: list[RawMessage], stop: threading.Event
+    ) -> BatchResult | None:
+        """The database may be briefly down: keep the batch and retry with backoff (capped).
+
+        None when asked to stop meanwhile: the batch is abandoned with its offsets unstored,
+        so Kafka redelivers it to whoever consumes next."""
         delay = 0.1
         while True:
             try:
                 return self.handle_batch(raws)
             except TransientError as exc:
                 log.warning("orchestrator_inbox_unavailable", error=str(exc), retry_in_s=delay)
-                time.sleep(delay)
+                if stop.wait(delay):
+                    log.warning("orchestrator_batch_abandoned", messages=len(raws))
+                    return None
                 delay = min(delay * 2, 5.0)
 
     def _backpressure(self, consumer: Consumer, paused: bool, length: int, limit: int) -> bool:

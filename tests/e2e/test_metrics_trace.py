@@ -19,7 +19,7 @@ TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 def scrape(port: int) -> dict[str, float]:
     """`name{labels}` -> value, from a Prometheus text endpoint."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     values: dict[str, float] = {}
     for line in text.splitlines():
@@ -58,8 +58,12 @@ def test_metrics_count_what_was_processed(stack: Stack) -> None:
         done = m.get('orchestrator_messages_processed_total{kind="capability",status="processed"}')
         return m if done == 10 else None  # 5 generations + 5 reviews
 
-    w = wait_for(worker_counts, timeout=20, ignore=(OSError,),
-                 message=lambda: f"worker metrics; last scrape {scrape(worker_port)}")
+    w = wait_for(
+        worker_counts,
+        timeout=20,
+        ignore=(OSError,),
+        message=lambda: f"worker metrics; last scrape {scrape(worker_port)}",
+    )
     assert w['orchestrator_messages_processed_total{kind="command",status="processed"}'] == 5
     for fact in ("Requested", "Proposed", "Confirmed"):
         key = f'orchestrator_facts_written_total{{event_type="Genesis.Session.Character.{fact}"}}'
