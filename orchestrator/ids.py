@@ -18,10 +18,29 @@ def derive(cause: str, *effect: str) -> str:
     return str(uuid.uuid5(NAMESPACE, "\x1f".join((cause, *effect))))
 
 
-def content_id(topic: str, key: bytes | None, value: bytes | None) -> str:
-    """The id of a message that carries none: a hash of where it came from and what it holds."""
+def content_id(
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: tuple[tuple[str, bytes | None], ...] | None = None,
+) -> str:
+    """The id of a message that carries none: a hash of where it came from and what it holds.
+
+    Every part is length-prefixed and a missing key or value hashes differently from an empty
+    one; `headers`, when given, count too (same bytes with other headers: another message).
+    """
     digest = hashlib.sha256()
-    for part in (topic.encode(), key or b"", value or b""):
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
+
+    def part(data: bytes | None) -> None:
+        if data is None:
+            digest.update(b"\xff" * 8)
+            return
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+
+    for item in (topic.encode(), key, value):
+        part(item)
+    for name, header in headers or ():
+        part(name.encode())
+        part(header)
     return "sha256:" + digest.hexdigest()

@@ -89,7 +89,7 @@ def capability_message(
 
 def raw_dead_letter_id(raw: RawMessage) -> str:
     """Same bytes from the same topic -> same dead letter, however often they are redelivered."""
-    return ids.derive(ids.content_id(raw.topic, raw.key, raw.value), "dead_letter")
+    return ids.derive(ids.content_id(raw.topic, raw.key, raw.value, raw.headers), "dead_letter")
 
 
 def inbox_dead_letter_id(topic: str, message_id: str, category: str) -> str:

@@ -8,12 +8,13 @@ A bad value stops the process with one line naming the variable (`load_settings`
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from orchestrator.errors import ConfigurationError
 
@@ -211,4 +212,8 @@ def load_settings(**overrides: Any) -> Settings:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
         raise ConfigurationError(f"invalid setting {_env_name(field)}: {err['msg']}") from exc
+    except SettingsError as exc:  # a JSON-valued variable that is not JSON
+        match = re.search(r'field "([^"]+)"', str(exc))
+        name = _env_name(match.group(1)) if match else "?"
+        raise ConfigurationError(f"invalid setting {name}: not valid JSON") from exc
     return _apply_yaml(settings)

@@ -197,8 +197,8 @@ def register(fn: Callable[..., Any], name: str | None = None) -> None:
 
 
 def load_commands() -> None:
-    """Register the operator and demo commands (kept in their own modules)."""
-    from orchestrator.cli import commands, demo_command  # noqa: F401
+    """Register the operator, verify and demo commands (kept in their own modules)."""
+    from orchestrator.cli import commands, demo_command, verify_command  # noqa: F401
 
 
 def main() -> None:

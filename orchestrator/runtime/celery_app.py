@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
@@ -20,6 +22,10 @@ NOOP_TASK = "orchestrator.noop"
 def make_celery(settings: Settings) -> Celery:
     """Creating the app connects to nothing; the broker is reached on first use."""
     app = Celery("orchestrator", broker=settings.redis_url, set_as_current=False)
+    if settings.redis_url.startswith("rediss://") and "ssl_cert_reqs" not in settings.redis_url:
+        # kombu would otherwise fall back to CERT_NONE: verify the server like redis-py does.
+        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        app.conf.redis_backend_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     transport = {"visibility_timeout": settings.celery_visibility_timeout_s}
     app.conf.update(
         task_serializer="json",

@@ -481,7 +481,8 @@ def test_capability_without_id_gets_a_stable_content_id() -> None:
 def test_content_id_separates_fields() -> None:
     # Moving bytes between key and value must not collide.
     assert content_id("t", b"ab", b"c") != content_id("t", b"a", b"bc")
-    assert content_id("t", None, b"x") == content_id("t", b"", b"x")
+    assert content_id("t", None, b"x") != content_id("t", b"", b"x")  # no key is not an empty key
+    assert content_id("t", b"k", b"x", (("h", b"1"),)) != content_id("t", b"k", b"x")
 
 
 # --- classification --------------------------------------------------------------------------

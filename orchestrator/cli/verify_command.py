@@ -1,0 +1,54 @@
+"""`orchestrator verify` (registered on the `orchestrator` app when the CLI starts).
+
+Checks the database's invariants (`orchestrator.verify`) and prints what is wrong, message by
+message: exit 0 when every invariant holds, 1 otherwise (or when the database is unreachable),
+2 on a bad setting.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import orjson
+import typer
+
+from orchestrator.cli.main import _settings, app
+from orchestrator.cli.startup import fail
+from orchestrator.errors import OrchestratorError
+from orchestrator.logs import redact_text
+
+
+@app.command("verify")
+def verify_command(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    session: str | None = typer.Option(None, "--session", help="Check one session only."),
+    no_sessions: bool = typer.Option(
+        False,
+        "--no-session-invariants",
+        help="Skip the Genesis session invariants (every outcome has its request).",
+    ),
+) -> None:
+    """Check that every input produced exactly its facts, messages, tasks or dead letter."""
+    settings = _settings()
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from orchestrator.adapters.db import make_engine
+    from orchestrator.verify import verify
+
+    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
+    try:
+        report = verify(
+            engine, session=session, sessions=not no_sessions, mapping=settings.command_mapping
+        )
+    except (SQLAlchemyError, OrchestratorError) as exc:
+        # One line, whatever the driver's message spans; URL passwords masked.
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        fail(f"verify: database error: {redact_text(reason)}", 1)
+    finally:
+        engine.dispose()
+    if as_json:
+        sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+    else:
+        typer.echo(report.text())
+    raise typer.Exit(0 if report.ok else 1)
