@@ -1,0 +1,373 @@
+"""`orchestrator demo` as a newcomer runs it: the real command, a clean environment, real
+processes; it must finish its sessions, say so, and leave no process behind."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import psutil
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from orchestrator.demo import (
+    DemoTopics,
+    Event,
+    SessionPlan,
+    Story,
+    _redis_db_of,
+    _with_redis_db,
+    parse_scores,
+    plain_event_line,
+)
+from tests.helpers import wait_for
+
+ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
+DEMO_TIMEOUT_S = 240.0
+LINE = re.compile(
+    r"^\+\s*(?P<ms>\d+) ms  session (?P<session>[0-9a-f-]+)  "
+    r"(?P<kind>command|fact|task|result|dead letter)\s+(?P<name>\S+)"
+)
+CHARACTER_FACTS = [
+    "Genesis.Session.Character.Requested",
+    "Genesis.Session.Character.Proposed",
+    "Genesis.Session.Character.RegenerationRequested",
+    "Genesis.Session.Character.Proposed",
+    "Genesis.Session.Character.Confirmed",
+]
+STAGE_FACTS = ["Genesis.Session.Stage.ValidationRequested", "Genesis.Session.Stage.Confirmed"]
+
+
+@dataclass
+class DemoRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path / "demo-work"
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    """Nothing but PATH and HOME (plus what a test adds): a fresh machine's shell."""
+    return {"PATH": os.environ["PATH"], "HOME": str(home), **extra}
+
+
+def run_demo(env: dict[str, str], *args: str) -> DemoRun:
+    began = time.monotonic()
+    done = subprocess.run(
+        [ORCHESTRATOR, "demo", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_S,
+        check=False,
+    )
+    return DemoRun(done.returncode, done.stdout, done.stderr, time.monotonic() - began)
+
+
+def started_pids(output: str) -> set[int]:
+    """Every PID the demo says it started (embedded servers and processes)."""
+    return {int(pid) for pid in re.findall(r"\bpid (\d+)", output)}
+
+
+def leftovers(home: Path, workdir: Path, pids: set[int], since: float) -> list[str]:
+    """Live processes the demo started: a PID it printed, or a process created since the
+    demo started whose HOME is the demo's (its children and their pools) or that runs in or
+    names its work directory."""
+    found: list[str] = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd", "create_time", "status"]):
+        try:
+            info = proc.info
+            if info["status"] == psutil.STATUS_ZOMBIE or info["create_time"] < since - 1.0:
+                continue
+            command = " ".join(info["cmdline"] or [])
+            cwd = info["cwd"] or ""
+            try:
+                child_home = proc.environ().get("HOME")
+            except psutil.AccessDenied:
+                child_home = None
+            if (
+                info["pid"] in pids
+                or child_home == str(home)
+                or cwd.startswith(str(workdir))
+                or str(workdir) in command
+            ):
+                found.append(f"{info['pid']} {command}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def assert_nothing_left(
+    home: Path, workdir: Path, output: str, since: float, seen: set[int] | None = None
+) -> None:
+    """Nothing the demo started runs any more: no PID it printed or `seen` among its
+    descendants, no process with its HOME, none in or naming its work directory."""
+    pids = started_pids(output) | (seen or set())
+    assert pids, f"the demo named no PID it started:\n{output}"
+    left: list[str] = []
+
+    def clean() -> bool:
+        left[:] = leftovers(home, workdir, pids, since)
+        return not left
+
+    wait_for(clean, timeout=5.0, message=lambda: f"no process left behind; left: {left}")
+
+
+def story_lines(output: str) -> list[re.Match[str]]:
+    return [m for m in map(LINE.match, output.splitlines()) if m is not None]
+
+
+def submitted_sessions(output: str) -> list[str]:
+    line = next(x for x in output.splitlines() if x.startswith("submitted "))
+    return re.findall(r"session ([0-9a-f]{8})", line)
+
+
+def assert_sessions_told(run: DemoRun, sessions: int) -> None:
+    out = run.stdout
+    shorts = submitted_sessions(out)
+    assert len(shorts) == sessions
+    lines = story_lines(out)
+    for short in shorts:
+        mine = [m for m in lines if m["session"] == short]
+        facts = [m["name"] for m in mine if m["kind"] == "fact"]
+        assert [f for f in facts if ".Character." in f] == CHARACTER_FACTS, out
+        assert [f for f in facts if ".Stage." in f] == STAGE_FACTS, out
+        assert "Genesis.Session.Theme.Confirmed" in facts
+        commands = [m for m in mine if m["kind"] == "command"]
+        assert {m["name"] for m in commands} == {"Genesis.Session.Command.Received"}
+        assert len(commands) == 3
+        tasks = [m["name"] for m in mine if m["kind"] == "task"]
+        assert tasks.count("Character.Design.GenerationRequested") == 2
+        assert "Review.Consistency.CheckRequested" in tasks
+        results = [m["name"] for m in mine if m["kind"] == "result"]
+        assert results.count("Review.Quality.Evaluated") == 4
+        summary = next(x for x in out.splitlines() if x.startswith(f"  session {short}"))
+        assert "Character: Confirmed after 2 attempts (review scores 6, 8)" in summary
+        assert "Theme: Confirmed after 2 attempts" in summary
+        assert "Stage: Confirmed" in summary
+    assert f"summary: {sessions} of {sessions} sessions reached their final states" in out
+    assert not [m for m in lines if m["kind"] == "dead letter"]
+    assert re.search(r"^stopped 4 process\(es\)", out, re.MULTILINE), out
+
+
+# -- the whole demo -------------------------------------------------------------------------
+
+
+def test_demo_on_a_fresh_machine(home: Path, workdir: Path) -> None:
+    since = time.time()
+    run = run_demo(clean_env(home), "--embedded", "--sessions", "2", "--workdir", str(workdir))
+    assert run.returncode == 0, run.output
+    assert "starting embedded servers (--embedded)" in run.stdout
+    assert "using embedded services: Kafka (Tansu)" in run.stdout
+    assert_sessions_told(run, 2)
+    assert "and 3 embedded server(s)" in run.stdout
+    assert (workdir / "worker.log").is_file() and f"logs: {workdir}" in run.stdout
+    assert_nothing_left(home, workdir, run.output, since)
+    print(f"orchestrator demo --embedded --sessions 2: {run.seconds:.1f} s")
+
+
+def test_demo_uses_the_configured_services(
+    home: Path, workdir: Path, database_url: str, redis_url: str, kafka_bootstrap: str
+) -> None:
+    since = time.time()
+    env = clean_env(
+        home,
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+    )
+    run = run_demo(env, "--sessions", "1", "--workdir", str(workdir))
+    assert run.returncode == 0, run.output
+    assert "using the configured services" in run.stdout
+    assert "starting embedded servers" not in run.stdout
+    assert "embedded server(s)" not in run.stdout
+    assert_sessions_told(run, 1)
+    # The facts went through the configured database ...
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            facts = conn.execute(
+                text("SELECT count(*) FROM domain_events WHERE session_id LIKE :s"),
+                {"s": submitted_sessions(run.stdout)[0] + "%"},
+            ).scalar()
+    finally:
+        engine.dispose()
+    assert facts == 12
+    # ... and the borrowed Redis database was emptied again.
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.dbsize() == 0
+    finally:
+        client.close()
+    assert_nothing_left(home, workdir, run.output, since)
+
+
+# -- interruptions and failures --------------------------------------------------------------
+
+
+class LineReader:
+    """Reads a child's stdout on a thread, so the test can wait for a line with a deadline."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        try:
+            for line in iter(stream.readline, ""):
+                self._queue.put(line)
+        except (OSError, ValueError):  # closed by the fixture after a failed test
+            pass
+        finally:
+            self._queue.put(None)
+
+    def wait_for(self, pattern: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            self.lines.append(line)
+            if re.search(pattern, line):
+                return line
+        raise AssertionError(f"no line matching {pattern!r}; got:\n{''.join(self.lines)}")
+
+    def rest(self, timeout: float = 10.0) -> str:
+        self._thread.join(timeout)
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return "".join(self.lines)
+
+
+@pytest.fixture
+def spawn_demo(home: Path, workdir: Path) -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:  # only if the test failed before its demo ended
+            proc.kill()
+            proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.mark.parametrize(
+    ("sig", "when", "code"),
+    [
+        (signal.SIGTERM, r"^\+\s*\d+ ms  session \w+  fact ", 143),
+        (signal.SIGINT, r"^starting embedded servers", 130),
+    ],
+    ids=["sigterm-while-sessions-run", "sigint-while-starting"],
+)
+def test_a_signal_stops_everything(
+    home: Path,
+    workdir: Path,
+    spawn_demo: list[subprocess.Popen[str]],
+    sig: signal.Signals,
+    when: str,
+    code: int,
+) -> None:
+    since = time.time()
+    proc = subprocess.Popen(
+        [ORCHESTRATOR, "demo", "--embedded", "--sessions", "3", "--workdir", str(workdir)],
+        env=clean_env(home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    spawn_demo.append(proc)
+    assert proc.stdout is not None
+    reader = LineReader(proc.stdout)
+    reader.wait_for(when, timeout=120)
+    if sig == signal.SIGINT:
+        time.sleep(0.3)  # somewhere in the middle of starting the servers or the set-up
+    seen = {child.pid for child in psutil.Process(proc.pid).children(recursive=True)}
+    assert seen, "the demo runs no process yet"
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    assert proc.wait(60) == code
+    stopped_in = time.monotonic() - sent
+    output = reader.rest()
+    assert f"{sig.name} received, stopping everything" in output, output
+    assert stopped_in < 30, f"took {stopped_in:.1f} s to stop"
+    assert_nothing_left(home, workdir, output, since, seen)
+
+
+def test_sessions_that_do_not_finish_in_time_fail_clearly(home: Path, workdir: Path) -> None:
+    since = time.time()
+    run = run_demo(clean_env(home), "--embedded", "--timeout", "1", "--workdir", str(workdir))
+    assert run.returncode == 1, run.output
+    assert "orchestrator demo: sessions did not finish within 1 s" in run.stderr
+    assert "---- ingester" in run.stderr  # the last lines of each log
+    assert "summary: 0 of 2 sessions reached their final states" in run.stdout
+    assert_nothing_left(home, workdir, run.output, since)
+
+
+# -- pieces ----------------------------------------------------------------------------------
+
+
+def test_redis_database_urls() -> None:
+    assert _redis_db_of("redis://h:6379") == 0
+    assert _redis_db_of("redis://h:6379/7") == 7
+    assert _redis_db_of("unix:///tmp/r.sock?db=3") == 3
+    assert _with_redis_db("redis://:pw@h:6379/0?ssl_cert_reqs=none", 15) == (
+        "redis://:pw@h:6379/15?ssl_cert_reqs=none"
+    )
+    assert _with_redis_db("unix:///tmp/r.sock?db=3", 4) == "unix:///tmp/r.sock?db=4"
+
+
+def test_scores_are_parsed() -> None:
+    assert parse_scores("6,8") == (6.0, 8.0)
+    assert parse_scores(" 7.5 ") == (7.5,)
+    for bad in ("", "six", "6;8"):
+        with pytest.raises(ValueError, match="--scores"):
+            parse_scores(bad)
+
+
+def test_plain_lines_name_events_in_full() -> None:
+    plan = SessionPlan("3f2a1b2c-0000-4000-8000-000000000000", "Ada", "a theme")
+    story = Story([plan], DemoTopics.defaults())
+    event = Event(812.0, plan.session_id, "fact", "Genesis.Session.Character.Proposed", "x")
+    assert plain_event_line(event, story) == (
+        "+   812 ms  session 3f2a1b2c  fact         Genesis.Session.Character.Proposed  x"
+    )
