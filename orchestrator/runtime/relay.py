@@ -9,6 +9,7 @@ then marks rows SENT, backs off transient failures and marks permanent ones FAIL
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy import Engine, text
 
 from orchestrator.adapters.kafka import is_permanent
 from orchestrator.adapters.store import decode_headers, translate_errors
+from orchestrator.errors import TransientError
 from orchestrator.faults import crash_point
 from orchestrator.logs import get_logger
 
@@ -105,14 +107,43 @@ class OutboxRelay:
         return rows
 
     def run_once(self) -> RelayResult:
+        claimed_at = time.monotonic()
         rows = self.claim()
         result = RelayResult(claimed=len(rows))
         if not rows:
             return result
         deliveries = self._publish(rows)
         crash_point("relay.after_publish")
-        self._settle(deliveries, result)
+        self._settle_within_lease(deliveries, result, claimed_at)
         return result
+
+    def _settle_within_lease(
+        self, deliveries: list[_Delivery], result: RelayResult, claimed_at: float
+    ) -> None:
+        """Record the deliveries; while the database is briefly away, keep trying as long as the
+        lease holds, so a short outage does not make the rows go out a second time."""
+        delay = 0.1
+        while True:
+            attempt = RelayResult()  # counted only once the marking committed
+            try:
+                self._settle(deliveries, attempt)
+            except TransientError:
+                if time.monotonic() - claimed_at + delay > self.lease_s * 0.9:
+                    raise
+                log.warning(
+                    "orchestrator_outbox_settle_retry", rows=len(deliveries), retry_in_s=delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            result.sent, result.retried, result.failed = (
+                attempt.sent,
+                attempt.retried,
+                attempt.failed,
+            )
+            result.lag_s.extend(attempt.lag_s)
+            result.sent_by_kind.update(attempt.sent_by_kind)
+            return
 
     def _publish(self, rows: list[Any]) -> list[_Delivery]:
         deliveries = [_Delivery(row) for row in rows]
