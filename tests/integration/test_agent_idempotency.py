@@ -577,6 +577,7 @@ def test_unknown_capability_type_is_no_handler(store: SqlStore, db: Db, wire: ty
 # -- dead letters ------------------------------------------------------------------------------
 
 ORIG_HEADERS = (("x-origin", b"api-gateway"), ("x-binary", b"\xff\x00"))
+PARSED_COMMANDS = {"missing_command_type", "unknown_command"}
 
 
 def _invalid_inputs() -> list[tuple[str, str, bytes]]:
@@ -634,8 +635,9 @@ def test_invalid_input_becomes_dead_letter_and_dlq_message(
         "source_offset": 42,
         "key": b"the-key",
         "value": value,
-        "session_id": None,
-        "message_id": None,
+        # A command whose envelope parsed keeps its ids; unparseable input has none.
+        "session_id": "session-dl" if category in PARSED_COMMANDS else None,
+        "message_id": "e-1" if category in PARSED_COMMANDS else None,
         "status": "OPEN",
     }
     [row] = db.outbox()
