@@ -190,11 +190,12 @@ class OrchestratorAgent:
     def drain_session(self, session_id: str, max_rows: int | None = None) -> list[Outcome]:
         """Process the session's unprocessed inbox rows in arrival order until none is left."""
         outcomes: list[Outcome] = []
-        while max_rows is None or len(outcomes) < max_rows:
-            row = self.store.begin_next(session_id)
-            if row is None:
-                break
-            outcomes.append(self.process_row(row))
+        with self.store.session():
+            while max_rows is None or len(outcomes) < max_rows:
+                row = self.store.begin_next(session_id)
+                if row is None:
+                    break
+                outcomes.append(self.process_row(row))
         return outcomes
 
     def process_row(self, row: InboxRow) -> Outcome:
@@ -207,8 +208,7 @@ class OrchestratorAgent:
             ),
             self.store.transaction() as tx,
         ):
-            tx.lock_session(row.session_id)
-            current = tx.inbox_for_update(row.id)
+            current = tx.lock_and_fetch(row.id, row.session_id)
             if current is None or current.processed:
                 return Outcome(Status.DUPLICATE, row.message_id, row.session_id, inbox_id=row.id)
             if current.attempts > self.config.max_attempts:

@@ -59,6 +59,7 @@ class InboxRow:
     offset: int | None
     attempts: int
     processed: bool
+    more: bool = True  # whether later unprocessed rows of the session existed when it was read
 
     def raw(self) -> RawMessage:
         return RawMessage(

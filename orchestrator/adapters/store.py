@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any, cast
 
@@ -44,6 +45,11 @@ SQL = {
     # INBOX_COLUMNS is a constant: no input ever reaches the statement text (S608).
     "find_inbox": f"SELECT {INBOX_COLUMNS} FROM inbox WHERE topic = :topic AND message_id = :mid",  # noqa: S608
     "inbox_for_update": f"SELECT {INBOX_COLUMNS} FROM inbox WHERE id = :id FOR UPDATE",  # noqa: S608
+    # The session's advisory lock and the row's lock in one round trip.
+    "lock_and_fetch": (
+        "SELECT pg_advisory_xact_lock(hashtextextended(:sid, 7274)) AS locked,"  # noqa: S608
+        f" {INBOX_COLUMNS} FROM inbox WHERE id = :id FOR UPDATE"
+    ),
     "mark_processed": (
         "UPDATE inbox SET processed_at = now(), outcome = :outcome, last_error = :error"
         " WHERE id = :id"
@@ -51,7 +57,9 @@ SQL = {
     "begin_next": (
         f"UPDATE inbox SET attempts = attempts + 1 WHERE id = ("  # noqa: S608
         " SELECT id FROM inbox WHERE session_id = :sid AND processed_at IS NULL"
-        f" ORDER BY id LIMIT 1) AND processed_at IS NULL RETURNING {INBOX_COLUMNS}"
+        f" ORDER BY id LIMIT 1) AND processed_at IS NULL RETURNING {INBOX_COLUMNS},"
+        " EXISTS (SELECT 1 FROM inbox later WHERE later.session_id = inbox.session_id"
+        " AND later.processed_at IS NULL AND later.id > inbox.id) AS more"
     ),
     "count_reviews": (
         "SELECT count(*) FROM domain_events WHERE correlation_id = :cid"
@@ -161,6 +169,7 @@ def _inbox_row(row: Any) -> InboxRow:
         offset=m["offset"],
         attempts=m["attempts"],
         processed=m["processed"],
+        more=bool(m.get("more", True)),
     )
 
 
@@ -225,6 +234,11 @@ class SqlTransaction:
 
     def find_inbox(self, topic: str, message_id: str) -> InboxRow | None:
         row = self._exec("find_inbox", topic=topic, mid=message_id).first()
+        return _inbox_row(row) if row else None
+
+    def lock_and_fetch(self, inbox_id: int, session_id: str) -> InboxRow | None:
+        """Take the session's advisory lock and the row's lock; the row as it is now."""
+        row = self._exec("lock_and_fetch", id=inbox_id, sid=session_id).first()
         return _inbox_row(row) if row else None
 
     def inbox_for_update(self, inbox_id: int) -> InboxRow | None:
@@ -356,19 +370,44 @@ class SqlTransaction:
 
 
 class SqlStore:
-    """The `Store` port: transactions on a pooled engine."""
+    """The `Store` port: transactions on a pooled engine.
+
+    Inside `session()` every transaction runs on one connection checked out once, which saves
+    a pool checkout (and its liveness ping) per transaction while a worker drains a session.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._conn: ContextVar[Connection | None] = ContextVar("store_conn", default=None)
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        if self._conn.get() is not None:
+            yield
+            return
+        with translate_errors(), self.engine.connect() as conn:
+            token = self._conn.set(conn)
+            try:
+                yield
+            finally:
+                self._conn.reset(token)
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
-        with translate_errors(), self.engine.begin() as conn:
+        conn = self._conn.get()
+        if conn is None:
+            with translate_errors(), self.engine.begin() as fresh:
+                yield SqlTransaction(fresh)
+            return
+        with translate_errors(), conn.begin():
             yield SqlTransaction(conn)
 
     def begin_next(self, session_id: str) -> InboxRow | None:
         """Count an attempt on the session's oldest unprocessed row, committed on its own, so a
         row that kills its worker is counted even though its processing never commits."""
         with self.transaction() as tx:
+            # The count only bounds retries of a poison message: it need not wait for the WAL
+            # flush (a crash of PostgreSQL may forget one increment, nothing more).
+            tx.conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
             row = tx.conn.execute(text(SQL["begin_next"]), {"sid": session_id}).first()
             return _inbox_row(row) if row else None

@@ -65,14 +65,20 @@ class SessionWorker:
                     return result
 
     def _drain_locked(self, session_id: str, lock: object, result: DrainResult) -> None:
-        while True:
+        """Rows in order on one connection. A row read with no later row pending ends the pass
+        without another query: a row committed since then comes with its own trigger, which
+        raises the wake flag that `drain` looks at after releasing (or takes the lock)."""
+        store = self.agent.store
+        with store.session():
             self.state.take_wake(session_id)
-            while (row := self.agent.store.begin_next(session_id)) is not None:
+            row = store.begin_next(session_id)
+            while row is not None:
                 outcome = self.agent.process_row(row)
                 self._after_commit(outcome, row.topic, result)
+                if not row.more:
+                    return  # the caller looks at the wake flag once the lock is released
                 extend_quietly(lock)  # type: ignore[arg-type]
-            if not self.state.has_wake(session_id):
-                return
+                row = store.begin_next(session_id)
 
     def _after_commit(self, outcome: Outcome, topic: str, result: DrainResult) -> None:
         result.outcomes.append(outcome)
