@@ -287,9 +287,9 @@ class OrchestratorAgent:
     def _plan(self, tx: Transaction, c: Classified, now: str) -> Plan:
         if c.kind is Kind.COMMAND:
             assert c.command is not None
-            log.info("orchestrator_processing_command", command_type=c.message_type)
+            log.debug("orchestrator_processing_command", command_type=c.message_type)
             plan = plan_command(c.command, self.commands, self.config.command_mapping, now)
-            log.info(
+            log.debug(
                 "orchestrator_command_mapped",
                 command_type=c.message_type,
                 requested_action=plan.notes.get("requested_action"),
@@ -297,7 +297,7 @@ class OrchestratorAgent:
             return plan
         evt = c.envelope
         assert isinstance(evt, CapabilityEvent)
-        log.info(
+        log.debug(
             "orchestrator_processing_capability_event",
             message_type=evt.type,
             data_keys=sorted(evt.data),
@@ -309,7 +309,7 @@ class OrchestratorAgent:
             handled = tx.count_handled_reviews(evt.correlation_id, types, evt.id)
         plan = plan_capability(evt, self.handlers, handled, now)
         if plan.handler:
-            log.info("orchestrator_handler_matched", handler=plan.handler, message_type=evt.type)
+            log.debug("orchestrator_handler_matched", handler=plan.handler, message_type=evt.type)
         return plan
 
     def _apply(
@@ -346,7 +346,7 @@ class OrchestratorAgent:
 
     def _log_completion(self, prefix: str, state: str, task_id: str | None) -> None:
         if state == "completed":
-            log.info(
+            log.debug(
                 "orchestrator_async_task_completed_success",
                 task_id=task_id,
                 expect_task_prefix=prefix,
@@ -365,7 +365,7 @@ class OrchestratorAgent:
     ) -> None:
         """Task + capability message, in a savepoint: if they fail, the fact still commits and
         the failure becomes a replayable dead letter (never silent)."""
-        log.info(
+        log.debug(
             "orchestrator_returning_capability_message",
             message_type=message.message_type,
             topic=message.topic,
@@ -382,14 +382,14 @@ class OrchestratorAgent:
             return
         # Reported only once the savepoint held: a rolled-back task is never announced.
         if created:
-            log.info(
+            log.debug(
                 "orchestrator_async_task_created_success",
                 task_id=message.message_id,
                 task_type=message.message_type,
             )
             outcome.task_ids.append(message.message_id)
         else:
-            log.info("orchestrator_async_task_already_exists", task_type=message.message_type)
+            log.debug("orchestrator_async_task_already_exists", task_type=message.message_type)
         outcome.wrote_outbox |= wrote
         outcome.message_ids.append(message.message_id)
 
