@@ -99,6 +99,11 @@ SQL = {
         "UPDATE event_outbox SET status = 'PENDING', next_attempt_at = now(),"
         " claimed_until = NULL WHERE status = 'FAILED' RETURNING id"
     ),
+    "outbox_republish": (
+        "UPDATE event_outbox SET status = 'PENDING', next_attempt_at = now(),"
+        " claimed_until = NULL WHERE status = 'SENT'"
+        " AND sent_at >= now() - make_interval(secs => :seconds) RETURNING id"
+    ),
     "outbox_status": "SELECT status FROM event_outbox WHERE id = :id",
     # -- dead letters --------------------------------------------------------------------------
     "dead_letters": (
@@ -658,6 +663,13 @@ class Operations:
     def retry_failed_outbox(self) -> list[str]:
         """Hand every FAILED row back to the relay; returns their ids."""
         return [r.id for r in self._all("outbox_retry_failed")]
+
+    def republish_sent(self, seconds: float) -> list[str]:
+        """Hand the rows SENT in the last `seconds` back to the relay, for a broker that lost
+        messages it had acknowledged. They keep their ids and their order (seq)."""
+        if seconds <= 0:
+            raise OperationRefused("the window must be a positive number of seconds")
+        return [r.id for r in self._all("outbox_republish", seconds=seconds)]
 
     # -- dead letters --------------------------------------------------------------------------
 

@@ -28,8 +28,16 @@ PERMANENT_ERRORS = frozenset(
 )
 
 
+def is_fatal(err: KafkaError) -> bool:
+    """The producer is unusable for good (the error itself, or `produce()` refusing with
+    _FATAL once such an error happened): it must be replaced."""
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
+
+
 def is_permanent(err: KafkaError) -> bool:
-    return err.code() in PERMANENT_ERRORS or (err.fatal() and not err.retriable())
+    """A fatal error is the producer's state, not the message's: never permanent for the row
+    (the relay replaces the producer and the row is retried)."""
+    return err.code() in PERMANENT_ERRORS and not is_fatal(err)
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:

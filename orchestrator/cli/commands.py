@@ -380,6 +380,30 @@ def outbox_retry(
         typer.echo(f"requeued {len(ids)} outbox row(s)")
 
 
+@outbox_app.command("republish")
+def outbox_republish(
+    last: float = typer.Option(..., "--last", help="Rows SENT in the last SECONDS."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Publish again the rows sent recently, after a broker lost messages it had acknowledged.
+
+    The rows keep their message ids (consumers deduplicate) and their per-key order.
+    """
+    settings = _settings()
+    with guard("outbox republish"), operations(settings) as ops:
+        ids = ops.republish_sent(last)
+    if ids:
+        c = container(settings)
+        try:
+            request_relay(c, "outbox republish")
+        finally:
+            c.close()
+    if as_json:
+        emit_json({"requeued": len(ids), "ids": ids})
+    else:
+        typer.echo(f"requeued {len(ids)} outbox row(s)")
+
+
 # -- dead letters ----------------------------------------------------------------------------
 
 

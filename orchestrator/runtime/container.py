@@ -76,6 +76,7 @@ class Container:
             lease_s=s.relay_lease_s,
             backoff_base_s=s.relay_backoff_base_s,
             backoff_max_s=s.relay_backoff_max_s,
+            producer_factory=lambda: make_producer(s),
         )
 
     @cached_property

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from sqlalchemy import Engine, text
 
-from orchestrator.adapters.kafka import is_permanent
+from orchestrator.adapters.kafka import is_fatal, is_permanent
 from orchestrator.adapters.store import decode_headers, translate_errors
 from orchestrator.errors import TransientError
 from orchestrator.faults import crash_point
@@ -88,9 +89,11 @@ class OutboxRelay:
         lease_s: float,
         backoff_base_s: float,
         backoff_max_s: float,
+        producer_factory: Callable[[], Producer] | None = None,
     ) -> None:
         self.engine = engine
         self.producer = producer
+        self.producer_factory = producer_factory
         self.batch_size = batch_size
         self.lease_s = lease_s
         self.backoff_base_s = backoff_base_s
@@ -115,7 +118,16 @@ class OutboxRelay:
         deliveries = self._publish(rows)
         crash_point("relay.after_publish")
         self._settle_within_lease(deliveries, result, claimed_at)
+        if any(d.error is not None and is_fatal(d.error) for d in deliveries):
+            self._replace_producer()
         return result
+
+    def _replace_producer(self) -> None:
+        """A fatal error (e.g. UNKNOWN_PRODUCER_ID after the broker lost its state) leaves the
+        idempotent producer unusable for good: the rows were backed off, build a new one."""
+        log.warning("orchestrator_relay_producer_reset")
+        if self.producer_factory is not None:
+            self.producer = self.producer_factory()
 
     def _settle_within_lease(
         self, deliveries: list[_Delivery], result: RelayResult, claimed_at: float
