@@ -91,8 +91,15 @@ class Ingester:
             log.error("orchestrator_inbox_batch_failed", error=str(exc), rows=len(rows))
             result = self._record_one_by_one(raws, rows, dead, result)
         if dead:
-            self.enqueue_relay()
+            self._request_relay_quietly()
         return result
+
+    def _request_relay_quietly(self) -> None:
+        """The dead letters are committed; if Redis is away, beat's relay tick publishes them."""
+        try:
+            self.enqueue_relay()
+        except Exception as exc:
+            log.warning("orchestrator_relay_request_failed", error=str(exc))
 
     def _classify_into(
         self,
@@ -248,7 +255,9 @@ class Ingester:
             while not stop.is_set():
                 if max_queue_length and queue_length and time.monotonic() - last_check > 0.2:
                     last_check = time.monotonic()
-                    paused = self._backpressure(consumer, paused, queue_length(), max_queue_length)
+                    paused = self._backpressure(
+                        consumer, paused, _length_or_none(queue_length), max_queue_length
+                    )
                 if paused:
                     consumer.poll(0.1)
                     continue
@@ -306,7 +315,11 @@ class Ingester:
                     return None
                 delay = min(delay * 2, 5.0)
 
-    def _backpressure(self, consumer: Consumer, paused: bool, length: int, limit: int) -> bool:
+    def _backpressure(
+        self, consumer: Consumer, paused: bool, length: int | None, limit: int
+    ) -> bool:
+        if length is None:
+            return paused
         assignment = consumer.assignment()
         if not paused and length > limit:
             consumer.pause(assignment)
@@ -333,3 +346,12 @@ def _commit(consumer: Consumer, why: str) -> None:
     except KafkaException as exc:
         if exc.args[0].code() != KafkaError._NO_OFFSET:
             log.warning("orchestrator_offset_commit_failed", reason=why, error=str(exc))
+
+
+def _length_or_none(queue_length: Callable[[], int]) -> int | None:
+    """The Celery queue length, or None while Redis cannot say (backpressure then holds still)."""
+    try:
+        return queue_length()
+    except REDIS_ERRORS as exc:
+        log.warning("orchestrator_queue_length_unavailable", error=str(exc))
+        return None

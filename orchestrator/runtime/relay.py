@@ -94,6 +94,7 @@ class OutboxRelay:
         self.engine = engine
         self.producer = producer
         self.producer_factory = producer_factory
+        self._failed_runs = 0
         self.batch_size = batch_size
         self.lease_s = lease_s
         self.backoff_base_s = backoff_base_s
@@ -118,7 +119,13 @@ class OutboxRelay:
         deliveries = self._publish(rows)
         crash_point("relay.after_publish")
         self._settle_within_lease(deliveries, result, claimed_at)
-        if any(d.error is not None and is_fatal(d.error) for d in deliveries):
+        # A producer whose every delivery fails run after run (fatal state, or a producer id the
+        # broker forgot without saying so) is replaced; the rows were backed off meanwhile.
+        self._failed_runs = 0 if result.sent else self._failed_runs + 1
+        if self._failed_runs >= 3 or any(
+            d.error is not None and is_fatal(d.error) for d in deliveries
+        ):
+            self._failed_runs = 0
             self._replace_producer()
         return result
 
@@ -161,7 +168,13 @@ class OutboxRelay:
         deliveries = [_Delivery(row) for row in rows]
         for d in deliveries:
             self._produce(d)
-        remaining = self.producer.flush(self.lease_s * 0.8)
+        try:
+            remaining = self.producer.flush(self.lease_s * 0.8)
+        except KafkaException as exc:  # a fatal error surfaces here too: rows retry later
+            for d in deliveries:
+                if not d.done:
+                    d.error, d.done = exc.args[0], True
+            return deliveries
         if remaining:
             log.warning("orchestrator_relay_flush_incomplete", remaining=remaining)
         return deliveries
