@@ -113,6 +113,11 @@ SQL = {
 }
 
 
+# Built once: constructing text() parses the bind parameters on every call.
+STATEMENTS = {name: text(sql) for name, sql in SQL.items()}
+ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
+
+
 def encode_headers(headers: Headers) -> str:
     """Headers as JSON text: `[[name, base64 value or null], ...]` (values are raw bytes)."""
     return orjson.dumps(
@@ -193,7 +198,7 @@ class SqlTransaction:
         self.conn = conn
 
     def _exec(self, name: str, **params: Any) -> Any:
-        return self.conn.execute(text(SQL[name]), params)
+        return self.conn.execute(STATEMENTS[name], params)
 
     def lock_session(self, session_id: str) -> None:
         self._exec("lock_session", sid=session_id)
@@ -408,6 +413,6 @@ class SqlStore:
         with self.transaction() as tx:
             # The count only bounds retries of a poison message: it need not wait for the WAL
             # flush (a crash of PostgreSQL may forget one increment, nothing more).
-            tx.conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
-            row = tx.conn.execute(text(SQL["begin_next"]), {"sid": session_id}).first()
+            tx.conn.execute(ASYNC_COMMIT)
+            row = tx.conn.execute(STATEMENTS["begin_next"], {"sid": session_id}).first()
             return _inbox_row(row) if row else None

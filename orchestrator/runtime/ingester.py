@@ -261,7 +261,7 @@ class Ingester:
                 if paused:
                     consumer.poll(0.1)
                     continue
-                msgs = consumer.consume(batch_size, poll_timeout_s)
+                msgs = _next_batch(consumer, batch_size, poll_timeout_s)
                 if msgs:
                     self._consume_batch(consumer, msgs, stop)
         finally:
@@ -355,3 +355,12 @@ def _length_or_none(queue_length: Callable[[], int]) -> int | None:
     except REDIS_ERRORS as exc:
         log.warning("orchestrator_queue_length_unavailable", error=str(exc))
         return None
+
+
+def _next_batch(consumer: Consumer, batch_size: int, timeout_s: float) -> list[Any]:
+    """Block for the first message only, then take what is already fetched: `consume(n, t)`
+    would wait for n messages or the whole timeout, adding its timeout to every quiet message."""
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(batch_size - 1, 0)] if batch_size > 1 else [first]
