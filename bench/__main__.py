@@ -35,6 +35,7 @@ from bench.shapes import Shape, ShapeOptions, ShapeResult, ShapeRun, machine, se
 from bench.traffic import make_commands
 
 DEFAULT_OUT = Path("bench/results/latest.json")
+SMOKE_OUT = Path("bench/results/smoke.json")
 # A phase fails when no command completes for this long: longer than beat's re-drive of a lost
 # trigger (60 s + its 15 s period by default), so such a command shows up as a latency outlier
 # instead of failing the run.
@@ -57,7 +58,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="in-flight limits tried for throughput; 0 = all at once (0,200)",
     )
     p.add_argument("--noop-tasks", type=int, default=None, help="Celery noop tasks (3000)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output ({DEFAULT_OUT})")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"JSON output ({DEFAULT_OUT}; with --smoke: {SMOKE_OUT})",
+    )
     p.add_argument("--smoke", action="store_true", help="tiny run, one shape (CI)")
     p.add_argument("--use-env", action="store_true", help="use the configured services")
     p.add_argument(
@@ -69,6 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
     args = p.parse_args(argv)
     smoke = args.smoke
+    args.out = args.out or (SMOKE_OUT if smoke else DEFAULT_OUT)
     args.commands = args.commands or (40 if smoke else 2000)
     args.sessions = args.sessions or max(1, args.commands // 4)
     args.shapes = args.shapes or ("simple" if smoke else "simple,1,2,4")

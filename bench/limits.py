@@ -27,7 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from bench.traffic import make_commands
+from bench.traffic import QUIET, make_commands
 
 Sample = tuple[bytes, list[tuple[str, str | bytes | None]]]
 
@@ -138,7 +138,9 @@ def kafka_roundtrip_msgs_per_s(
 ) -> float:
     """Produce `n` messages (the samples in turn) and consume them back; messages per second
     from the first produce to the last message consumed."""
-    consumer = Consumer({**consumer_conf, "group.id": f"bench-kafka-{uuid.uuid4().hex[:8]}"})
+    consumer = Consumer(
+        {**consumer_conf, "group.id": f"bench-kafka-{uuid.uuid4().hex[:8]}", "log_level": QUIET}
+    )
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     got = 0
     last = 0.0
@@ -158,7 +160,7 @@ def kafka_roundtrip_msgs_per_s(
                 last = time.perf_counter()
         finished.set()
 
-    producer = Producer(producer_conf)
+    producer = Producer({**producer_conf, "log_level": QUIET})
     # Connections, metadata and the idempotent producer's id are set up before the clock runs.
     producer.produce(topic, value=b"warm-up", key=b"warm-up")
     producer.flush(timeout_s)

@@ -32,6 +32,9 @@ COMMAND_TYPES = ("Character.Request", "Theme.Request", "World.Request", "Plot.Re
 TASK_BASES = ("character", "outline", "world", "plot")
 
 
+# librdkafka log level of the benchmark's own clients: warnings and errors only (a broker closing
+# an idle connection is logged at level 6).
+QUIET = 4
 # Without any completion for this long, commands still pending are checked (`Recover`).
 RECOVER_AFTER_S = 10.0
 
@@ -110,6 +113,7 @@ class Tracker:
                 "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 10,
+                "log_level": QUIET,
             }
         )
         topics = [self.domain_topic, *self.task_topics]
@@ -202,7 +206,7 @@ class PhaseResult:
 
 
 def command_producer(kafka_conf: dict[str, Any]) -> Producer:
-    return Producer({**kafka_conf, "linger.ms": 1, "acks": "all"})
+    return Producer({**kafka_conf, "linger.ms": 1, "acks": "all", "log_level": QUIET})
 
 
 def _send(producer: Producer, topic: str, cmd: Command) -> None:
@@ -336,6 +340,7 @@ def reread(
             "group.id": f"bench-reread-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            "log_level": QUIET,
         }
     )
     consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in topics])

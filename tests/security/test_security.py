@@ -443,6 +443,10 @@ ALLOWED = {
         "orchestrator/adapters/store.py",
         'f"UPDATE inbox SET attempts = attempts + 1 WHERE id = ("  # noqa: S608',
     ),
+    (
+        "orchestrator/adapters/store.py",
+        '"SELECT pg_advisory_xact_lock(hashtextextended(:sid, 7274)) AS locked,"  # noqa: S608',
+    ),
     # The embedded server's own database name (a constant of the embedded defaults), quoted:
     # CREATE DATABASE takes no bound parameter.
     ("orchestrator/embedded.py", "conn.execute(text(f'CREATE DATABASE \"{self.database}\"'))"),
