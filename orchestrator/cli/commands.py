@@ -368,16 +368,7 @@ def outbox_retry(
             assert outbox_id is not None
             ops.retry_outbox(outbox_id)
             ids = [outbox_id]
-    if ids:
-        c = container(settings)
-        try:
-            request_relay(c, "outbox retry")
-        finally:
-            c.close()
-    if as_json:
-        emit_json({"requeued": len(ids), "ids": ids})
-    else:
-        typer.echo(f"requeued {len(ids)} outbox row(s)")
+    _requeued(settings, ids, as_json, "outbox retry")
 
 
 @outbox_app.command("republish")
@@ -392,10 +383,15 @@ def outbox_republish(
     settings = _settings()
     with guard("outbox republish"), operations(settings) as ops:
         ids = ops.republish_sent(last)
+    _requeued(settings, ids, as_json, "outbox republish")
+
+
+def _requeued(settings: Settings, ids: list[str], as_json: bool, what: str) -> None:
+    """Rows handed back to the relay: ask for a relay run and say how many."""
     if ids:
         c = container(settings)
         try:
-            request_relay(c, "outbox republish")
+            request_relay(c, what)
         finally:
             c.close()
     if as_json:
