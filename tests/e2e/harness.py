@@ -9,6 +9,7 @@ so stacks never see each other's messages.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
@@ -59,6 +61,13 @@ class Proc:
         if self.alive():
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(10)
+
+    def text(self) -> str:
+        """The whole log so far."""
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def tail(self, lines: int = 40) -> str:
         try:
@@ -284,9 +293,19 @@ class Stack:
         self.start_simulator(*sim_args)
         self.start_ingester()
 
-    def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
+    def stop_all(self, timeout: float = 20.0) -> None:
+        """SIGTERM every process group at once, then wait (a Celery worker's soft shutdown
+        takes seconds: one after the other adds up); SIGKILL what outlives the deadline."""
+        live = [p for p in self.procs if p.alive()]
+        for p in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for p in live:
+            try:
+                p.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
 
     def logs(self) -> str:
         return "\n".join(
@@ -349,6 +368,30 @@ class Stack:
 
     def reader(self) -> TopicReader:
         return TopicReader(self.bootstrap, self.output_topics())
+
+    def read_all(self, topics: list[str] | None = None) -> list[Record]:
+        """Every record on `topics` (default: the output topics), for sure: a fence goes to each
+        and the reader reads until it has seen them all (partitions keep order; Tansu's high
+        watermarks are not trusted). The fence is a domain event that is not a command, which
+        the ingester skips and the simulator ignores; the capability topic gets none."""
+        if topics is None:
+            topics = [t for t in self.output_topics() if t != self.capability_topic]
+        token = str(uuid.uuid4())
+        fence = command(token, "Fence")
+        fence["event_type"] = "Genesis.Session.Test.Fence"
+        for topic in topics:
+            self.produce(topic, orjson.dumps(fence), b"fence", headers=[("fence", token.encode())])
+        self.flush()
+        reader = self.reader()
+        try:
+            records = reader.wait(
+                lambda rs: {r.topic for r in rs if r.headers.get("fence") == token} >= set(topics),
+                timeout=30,
+                message="the fences",
+            )
+        finally:
+            reader.close()
+        return [r for r in records if "fence" not in r.headers]
 
     # -- database ------------------------------------------------------------------------------
 
@@ -421,3 +464,19 @@ def settle(deadline_s: float, check: Callable[[], bool]) -> bool:
             return True
         time.sleep(0.05)
     return check()
+
+
+def pool_children(proc: Proc) -> set[int]:
+    """PIDs of a Celery worker's pool processes (its children)."""
+    try:
+        return {c.pid for c in psutil.Process(proc.pid).children()}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie not yet reaped counts)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

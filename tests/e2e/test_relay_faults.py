@@ -4,10 +4,6 @@ rows SENT, and the per-key order of one relay batch."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -15,12 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-import psutil
 import pytest
 
 from orchestrator.embedded import LOOPBACK, EmbeddedKafka
-from tests.e2e.harness import Proc, Record, Stack, command
+from tests.e2e.harness import Proc, Record, Stack, gone, pool_children
 from tests.e2e.tcp_proxy import TcpProxy
 from tests.helpers import wait_for
 
@@ -38,27 +32,6 @@ def output_topics(stack: Stack) -> list[str]:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def stack(stack: Stack) -> Iterator[Stack]:
-    """The harness's stack, whose processes are stopped all at once at the end (each Celery
-    worker takes seconds to shut down softly; one after the other adds up)."""
-    yield stack
-    stop_together(stack)
-
-
-def stop_together(stack: Stack, timeout: float = 20.0) -> None:
-    live = [p for p in stack.procs if p.alive()]
-    for p in live:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for p in live:
-        try:
-            p.popen.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 class ProxiedKafka(EmbeddedKafka):
@@ -81,33 +54,10 @@ class ProxiedKafka(EmbeddedKafka):
         return self.proxy.address
 
 
-def pool_children(proc: Proc) -> set[int]:
-    """PIDs of a Celery worker's pool processes (its children)."""
-    try:
-        return {c.pid for c in psutil.Process(proc.pid).children()}
-    except psutil.NoSuchProcess:
-        return set()
-
-
-def gone(pid: int) -> bool:
-    """The process has exited (a zombie not yet reaped counts)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def log_text(proc: Proc) -> str:
-    try:
-        return proc.log.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
 def wait_ready(*procs: Proc, timeout: float = 30.0) -> None:
     for proc in procs:
         wait_for(
-            lambda p=proc: " ready." in log_text(p),
+            lambda p=proc: " ready." in p.text(),
             timeout=timeout,
             message=lambda p=proc: f"{p.name} to be ready; log:\n{p.tail()}",
         )
@@ -153,28 +103,6 @@ def order_violations(
         if mid not in seen[(r.topic, r.key or b"")]:
             seen[(r.topic, r.key or b"")].append(mid)
     return [k for k, ids in expected.items() if seen.get(k) != ids]
-
-
-def read_all(stack: Stack, topics: list[str]) -> list[Record]:
-    """Every record on `topics`, for sure: a fence is produced to each after the fact, and the
-    reader reads until it has seen them all (partitions keep order; high watermarks are not
-    trusted). The fence is a domain event that is not a command: the ingester skips it."""
-    token = str(uuid.uuid4())
-    fence = command(token, "Fence")
-    fence["event_type"] = "Genesis.Session.Test.Fence"
-    for topic in topics:
-        stack.produce(topic, orjson.dumps(fence), b"fence", headers=[("fence", token.encode())])
-    stack.flush()
-    reader = stack.reader()
-    try:
-        records = reader.wait(
-            lambda rs: {r.topic for r in rs if r.headers.get("fence") == token} >= set(topics),
-            timeout=30,
-            message="the fences",
-        )
-    finally:
-        reader.close()
-    return [r for r in records if "fence" not in r.headers]
 
 
 def wait_all_sent(stack: Stack, rows: int, timeout: float) -> None:
@@ -245,7 +173,7 @@ def run_outage(stack: Stack, proxy: TcpProxy) -> Outage:
     wait_all_sent(stack, expected_rows, timeout=60)
     delivered_s = time.monotonic() - unblocked_at
 
-    records = read_all(stack, output_topics(stack))
+    records = stack.read_all(output_topics(stack))
     rows = outbox(stack)
     return Outage(
         sessions=sessions,
@@ -275,12 +203,10 @@ def outage(tmp_path: Path, database_url: str, redis_url: str) -> Iterator[Outage
             result = run_outage(stack, proxy)
         except BaseException:
             proxy.unblock()
-            stop_together(stack)
             stack.close()
             print(stack.logs())
             raise
         proxy.unblock()
-        stop_together(stack)
         stack.close()
     finally:
         kafka.stop()  # by the PID it started
@@ -335,7 +261,7 @@ def test_one_relay_batch_keeps_each_keys_order(stack: Stack) -> None:
     stack.start_worker("relay", queues=RELAY_QUEUE)
     stack.start_beat()
     wait_all_sent(stack, expected_rows, timeout=30)
-    records = read_all(stack, output_topics(stack))
+    records = stack.read_all(output_topics(stack))
     assert len(produced(stack, records)) == expected_rows
     assert order_violations(outbox(stack), produced(stack, records)) == []
 
@@ -379,7 +305,7 @@ def test_relay_killed_after_publish_republishes_identical_messages(stack: Stack)
     stack.start_worker("relay", queues=RELAY_QUEUE)
     wait_all_sent(stack, expected_rows, timeout=30)
     settled_s = time.monotonic() - began
-    records = read_all(stack, output_topics(stack))
+    records = stack.read_all(output_topics(stack))
     out = produced(stack, records)
     by_id: dict[str, list[Record]] = defaultdict(list)
     for r in out:

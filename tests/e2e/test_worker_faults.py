@@ -4,23 +4,16 @@ and results that arrive late or for no known task."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
-import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 
 import orjson
-import psutil
-import pytest
 import redis
 from sqlalchemy import text
 
-from tests.e2e.harness import Proc, Record, Stack, command
+from tests.e2e.harness import Proc, Record, Stack, gone, pool_children
 from tests.helpers import wait_for
 
 FULL_CHARACTER = ["Character.Requested", "Character.Proposed", "Character.Confirmed"]
@@ -29,57 +22,13 @@ WORK_QUEUES = ("orchestrator.domain", "orchestrator.capability")
 DRAIN_SUCCEEDED = re.compile(r"Task orchestrator\.drain_session\[[^\]]+\] succeeded")
 
 
-@pytest.fixture
-def stack(stack: Stack) -> Iterator[Stack]:
-    """The harness's stack, whose processes are stopped all at once at the end (each Celery
-    worker takes seconds to shut down softly; one after the other adds up)."""
-    yield stack
-    stop_together(stack)
-
-
-def stop_together(stack: Stack, timeout: float = 20.0) -> None:
-    live = [p for p in stack.procs if p.alive()]
-    for p in live:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for p in live:
-        try:
-            p.popen.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def pool_children(proc: Proc) -> set[int]:
-    """PIDs of a Celery worker's pool processes (its children)."""
-    try:
-        return {c.pid for c in psutil.Process(proc.pid).children()}
-    except psutil.NoSuchProcess:
-        return set()
-
-
-def gone(pid: int) -> bool:
-    """The process has exited (a zombie not yet reaped counts)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def log_text(proc: Proc) -> str:
-    try:
-        return proc.log.read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 def log_events(proc: Proc, event: str) -> list[dict[str, object]]:
     """The JSON log lines of `proc` whose `event` is `event`."""
     found = []
-    for line in log_text(proc).splitlines():
+    for line in proc.text().splitlines():
         if event not in line:
             continue
         try:
@@ -95,7 +44,7 @@ def wait_ready(*procs: Proc, timeout: float = 30.0) -> None:
     """Celery workers log `... ready.` once they consume."""
     for proc in procs:
         wait_for(
-            lambda p=proc: " ready." in log_text(p),
+            lambda p=proc: " ready." in p.text(),
             timeout=timeout,
             message=lambda p=proc: f"{p.name} to be ready; log:\n{p.tail()}",
         )
@@ -156,30 +105,6 @@ def orchestrator_output(stack: Stack, records: list[Record]) -> list[Record]:
     ]
 
 
-def read_all(stack: Stack) -> list[Record]:
-    """Every record on the stack's output topics, for sure: a fence goes to each topic and the
-    reader reads until it has seen them all (partitions keep order; Tansu's high watermarks are
-    not trusted). The fence is a domain event that is not a command, which the ingester skips
-    and the simulator ignores; the capability topic (input only) gets none."""
-    token = str(uuid.uuid4())
-    fence = command(token, "Fence")
-    fence["event_type"] = "Genesis.Session.Test.Fence"
-    topics = [t for t in stack.output_topics() if t != stack.capability_topic]
-    for topic in topics:
-        stack.produce(topic, orjson.dumps(fence), b"fence", headers=[("fence", token.encode())])
-    stack.flush()
-    reader = stack.reader()
-    try:
-        records = reader.wait(
-            lambda rs: {r.topic for r in rs if r.headers.get("fence") == token} >= set(topics),
-            timeout=30,
-            message="the fences",
-        )
-    finally:
-        reader.close()
-    return [r for r in records if "fence" not in r.headers]
-
-
 def execute(stack: Stack, sql: str, **params: object) -> None:
     with stack.engine.begin() as conn:
         conn.execute(text(sql), params)
@@ -235,7 +160,7 @@ def test_worker_killed_inside_the_transaction_processes_each_message_once(stack:
     )
     stack.wait_idle()
     recovered_s = time.monotonic() - began
-    records = read_all(stack)
+    records = stack.read_all()
 
     assert_full_sessions_once(stack, sessions, records)
     assert_unique_ids(orchestrator_output(stack, records))
@@ -295,7 +220,7 @@ def test_poison_row_is_dead_lettered_and_the_session_moves_on(stack: Stack) -> N
         bystander: ("processed", 1),
     }
     assert stack.scalar("SELECT count(*) FROM domain_events WHERE causation_id = :c", c=poison) == 0
-    records = read_all(stack)
+    records = stack.read_all()
     dlq = [r for r in records if r.topic == stack.dlq_topic]
     assert len(dlq) == 1
     assert dlq[0].headers["dlq_category"] == "processing_failed"
@@ -356,7 +281,7 @@ def test_triggers_flushed_from_redis_are_recovered_by_the_redrive(stack: Stack) 
     )
     recovered_s = time.monotonic() - began
     stack.wait_idle()
-    records = read_all(stack)
+    records = stack.read_all()
 
     assert_full_sessions_once(stack, sessions, records)
     assert_unique_ids(orchestrator_output(stack, records))
@@ -393,7 +318,7 @@ def test_two_workers_share_the_queues_without_duplicates(stack: Stack) -> None:
     )
     elapsed = time.monotonic() - began
     stack.wait_idle()
-    records = read_all(stack)
+    records = stack.read_all()
 
     assert_full_sessions_once(stack, sessions, records)
     for r in facts_on_topic(stack, records):
@@ -401,7 +326,7 @@ def test_two_workers_share_the_queues_without_duplicates(stack: Stack) -> None:
     assert_unique_ids(orchestrator_output(stack, records))
     assert stack.scalar("SELECT count(*) FROM async_tasks WHERE status <> 'COMPLETED'") == 0
     assert stack.scalar("SELECT count(*) FROM async_tasks") == 2 * len(sessions)
-    drains = [len(DRAIN_SUCCEEDED.findall(log_text(w))) for w in workers]
+    drains = [len(DRAIN_SUCCEEDED.findall(w.text())) for w in workers]
     processed = [len(log_events(w, "orchestrator_domain_event_processed")) for w in workers]
     assert all(n > 0 for n in drains), drains
     assert sum(processed) == len(sessions), processed
@@ -485,7 +410,7 @@ def test_timeout_late_result_and_unknown_correlation(stack: Stack) -> None:
     )
     stack.wait_idle()
     reader.close()
-    records = read_all(stack)
+    records = stack.read_all()
 
     late = task()
     assert late[2] == "FAILED"
