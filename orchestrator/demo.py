@@ -1030,6 +1030,7 @@ class _SignalGuard:
         self.received: int | None = None
         self._armed = False
         self._previous: dict[int, Any] = {}
+        self._checked = False
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -1040,12 +1041,21 @@ class _SignalGuard:
 
     def disarm(self) -> None:
         self._armed = False
+        self._checked = True
 
     def restore(self) -> None:
         self._armed = False
         for sig, handler in self._previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         self._previous.clear()
+
+    def check(self) -> None:
+        """Raise again an interruption whose exception was swallowed (a signal landing in code
+        that ignores exceptions, such as a fork callback). Called only while the run is going,
+        where a delivered interruption would already have ended it."""
+        if self.received is not None and not self._armed and not self._checked:
+            self._checked = True
+            raise DemoInterrupted(self.received)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is None:
@@ -1063,6 +1073,7 @@ class Demo:
         self.began = time.monotonic()
         self.workdir: Path | None = None
         self.stack: EmbeddedStack | None = None
+        self.guard: _SignalGuard | None = None
         self.redis_borrow: RedisBorrow | None = None
         self.services: Services | None = None
         self.topics: DemoTopics | None = None
@@ -1344,6 +1355,8 @@ class Demo:
         self.view.start_story(story)
         try:
             while not story.finished and time.monotonic() < deadline:
+                if self.guard is not None:
+                    self.guard.check()
                 dead = self.supervisor.exited()
                 if dead is not None:
                     raise DemoError(
@@ -1492,6 +1505,7 @@ def run_demo(options: DemoOptions, view: View | None = None) -> int:
     code = 1
     stopped: str | None = None
     try:
+        demo.guard = guard
         try:
             code = demo.run()
         except DemoError as exc:
