@@ -4,10 +4,10 @@
   (`OrchestratorAgent.process_message`: inbox insert, fact, fact outbox row, AsyncTask and
   capability outbox row in a savepoint, inbox marked processed), from 1, 2 and 4 processes on a
   scratch database; the best is the limit.
-* `kafka_roundtrip_msgs_per_s`: produce (the relay's producer settings: idempotent, acks=all)
-  and consume back (the ingester's fetch settings) the same messages a command involves: the
-  command, its fact and its capability message, bytes and headers as the orchestrator writes
-  them.
+* `kafka_roundtrip_msgs_per_s`: produce (the relay's producer settings: acks=all, one request
+  in flight) and consume back (the ingester's fetch settings) the same messages a command
+  involves: the command, its fact and its capability message, bytes and headers as the
+  orchestrator writes them.
 * `celery_noop_tasks_per_s`: `orchestrator.noop` tasks sent through the real Celery app (same
   Redis, same settings) to the shape's running workers, until the queue is empty and nothing is
   left unacknowledged (acks are late: a task is acknowledged after it ran).
@@ -161,7 +161,7 @@ def kafka_roundtrip_msgs_per_s(
         finished.set()
 
     producer = Producer({**producer_conf, "log_level": QUIET})
-    # Connections, metadata and the idempotent producer's id are set up before the clock runs.
+    # Connections and metadata are set up before the clock runs.
     producer.produce(topic, value=b"warm-up", key=b"warm-up")
     producer.flush(timeout_s)
     deadline = time.monotonic() + timeout_s

@@ -41,9 +41,26 @@ def is_permanent(err: KafkaError) -> bool:
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """The relay's producer: every write acknowledged by all in-sync replicas, order per key kept.
+
+    Without idempotence, one request in flight per connection keeps a key's order across
+    retries; a retried request may write a record twice, with the same message id, which every
+    consumer deduplicates on (the wire contract). Broker-side idempotence
+    (`ORCHESTRATOR_RELAY_IDEMPOTENCE=true`) saves those duplicates and allows five requests in
+    flight, but it makes delivery depend on the broker's producer-id bookkeeping: a broker that
+    lost its state and hands out producer ids again from the start (Tansu's memory storage
+    does) acknowledges the records of a producer whose id was reused as duplicates and drops
+    them. Off by default, since a duplicate is harmless and a loss is not; turn it on for a
+    broker that never reuses producer ids (Apache Kafka keeps them in its metadata log).
+    """
+    ordering: dict[str, Any] = (
+        {"enable.idempotence": True}
+        if settings.relay_idempotence
+        else {"enable.idempotence": False, "max.in.flight.requests.per.connection": 1}
+    )
     return {
         **settings.kafka_common(),
-        "enable.idempotence": True,
+        **ordering,
         "acks": "all",
         "linger.ms": settings.relay_linger_ms,
         "message.timeout.ms": settings.relay_message_timeout_ms,

@@ -2,7 +2,8 @@
 
 A run claims, under a lease, for each (topic, key) the run of its oldest unsent rows (a key whose
 older row is leased elsewhere or backing off is skipped, so a key's order holds across parallel
-relays and retries), publishes them with an idempotent producer, waits for every delivery report,
+relays and retries), publishes them (`acks=all`, one request in flight: see
+`orchestrator.adapters.kafka.producer_config`), waits for every delivery report,
 then marks rows SENT, backs off transient failures and marks permanent ones FAILED.
 """
 
@@ -130,8 +131,10 @@ class OutboxRelay:
         return result
 
     def _replace_producer(self) -> None:
-        """A fatal error (e.g. UNKNOWN_PRODUCER_ID after the broker lost its state) leaves the
-        idempotent producer unusable for good: the rows were backed off, build a new one."""
+        """A fatal error (e.g. UNKNOWN_PRODUCER_ID after the broker lost its state, with
+        idempotence on) leaves the producer unusable for good, and a producer that delivered
+        nothing three runs in a row may hold a dead connection state: the rows were backed
+        off, build a new one."""
         log.warning("orchestrator_relay_producer_reset")
         if self.producer_factory is not None:
             self.producer = self.producer_factory()

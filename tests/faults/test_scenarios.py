@@ -33,11 +33,6 @@ FAST_SEEDS = {
     "out_of_order_and_unknown_results": 1,
     "silent_capability": 1,
 }
-KAFKA_RESTART_BUG = (
-    "open: after the memory-only broker restarts, the relay now replaces its producer and the"
-    " outbox drains, but in some runs rows the broker acknowledged after the restart are not"
-    " on their topics (the restarted broker appears to reuse producer ids); passes in others"
-)
 
 
 def explain(result: RunResult) -> str:
@@ -47,13 +42,7 @@ def explain(result: RunResult) -> str:
     return "\n".join(lines)
 
 
-def _param(name: str) -> object:
-    if name == "kafka_restart":
-        return pytest.param(name, marks=pytest.mark.xfail(strict=False, reason=KAFKA_RESTART_BUG))
-    return name
-
-
-@pytest.mark.parametrize("name", [_param(n) for n in SCENARIOS])
+@pytest.mark.parametrize("name", list(SCENARIOS))
 def test_scenario_once_under_load(name: str, tmp_path: Path) -> None:
     opts = Options(commands=FAST_COMMANDS, rate=20.0, settle_timeout_s=20.0, out_dir=tmp_path)
     result = run_scenario(SCENARIOS[name], FAST_SEEDS.get(name, 1), opts)
@@ -69,16 +58,9 @@ SLOW_COMMANDS = int(os.environ.get("FAULT_COMMANDS", "300"))
 SOAK_SECONDS = float(os.environ.get("FAULT_SOAK_SECONDS", "300"))
 
 
-def _slow_param(name: str) -> object:
-    marks = [pytest.mark.slow]
-    if name == "kafka_restart":
-        # Depends on timing (how long the broker is away): not every run hits it.
-        marks.append(pytest.mark.xfail(strict=False, reason=KAFKA_RESTART_BUG))
-    return pytest.param(name, marks=marks)
-
-
+@pytest.mark.slow
 @pytest.mark.timeout(3600)
-@pytest.mark.parametrize("name", [_slow_param(n) for n in SCENARIOS])
+@pytest.mark.parametrize("name", list(SCENARIOS))
 def test_scenario_repeated_under_load(name: str, tmp_path: Path) -> None:
     base = random.SystemRandom().randrange(1, 10**6)
     opts = Options(commands=SLOW_COMMANDS, rate=20.0, out_dir=tmp_path)

@@ -114,7 +114,7 @@ def test_kafka_security_reaches_producer_consumer_and_admin(
         consumer_config(sasl_settings, "another-group"),
     ):
         assert wanted.items() <= conf.items(), conf.keys()
-    assert producer_config(sasl_settings)["enable.idempotence"] is True
+    assert producer_config(sasl_settings)["acks"] == "all"
 
     seen: list[dict[str, Any]] = []
 

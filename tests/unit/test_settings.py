@@ -270,3 +270,25 @@ def test_timeout_for_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.timeout_for("Writer.Content.GenerationRequested") == 7.0
     assert settings.timeout_for("Writer.Other") == 5.0
     assert settings.timeout_for("Plot.Structure.GenerationRequested") == 50.0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, {"enable.idempotence": False, "max.in.flight.requests.per.connection": 1}),
+        ("false", {"enable.idempotence": False, "max.in.flight.requests.per.connection": 1}),
+        ("true", {"enable.idempotence": True}),
+    ],
+)
+def test_relay_producer_keeps_order_with_or_without_idempotence(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: dict[str, object]
+) -> None:
+    from orchestrator.adapters.kafka import producer_config
+
+    if value is not None:
+        monkeypatch.setenv("ORCHESTRATOR_RELAY_IDEMPOTENCE", value)
+    conf = producer_config(load_settings())
+    assert expected.items() <= conf.items()
+    assert conf["acks"] == "all"
+    # Idempotence keeps order itself with up to five requests in flight (librdkafka's default).
+    assert ("max.in.flight.requests.per.connection" in conf) is (value != "true")
