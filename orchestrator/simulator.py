@@ -6,6 +6,12 @@ correlation and target, so a session can be made to regenerate), consistency che
 fail. It can also stay silent for some types (to fire timeouts), add latency, or answer some
 requests with malformed results. It stands in for services outside the orchestrator, so it
 produces to Kafka directly.
+
+Like a well-behaved service it deduplicates on the request's id (the wire contract's
+at-least-once delivery): a copy of a request it already answered (a relay that published a
+batch again, a redelivery after a rebalance) gets no second answer, and its answer's id is
+derived from the request's id, so even a copy seen after the memory of answered ids moved on
+is answered under the same id, which the orchestrator's inbox absorbs.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import random
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from orchestrator.ids import derive
 from orchestrator.logs import get_logger
 
 log = get_logger("orchestrator.simulator")
@@ -37,6 +44,8 @@ RESULT_TYPES = {
     "Review.Quality.EvaluationRequested": "Review.Quality.Evaluated",
     "Review.Consistency.CheckRequested": "Review.Consistency.Checked",
 }
+# Request ids remembered to drop copies; older ones fall back on the derived answer id.
+ANSWERED_MEMORY = 100_000
 TASK_TOPICS = tuple(
     f"genesis.{b}.tasks" for b in ("character", "outline", "world", "plot", "writer", "review")
 )
@@ -73,6 +82,8 @@ class CapabilitySimulator:
         self.rng = random.Random(config.seed)
         self.answered = 0
         self.received = 0
+        self.duplicates = 0
+        self._answered_ids: OrderedDict[str, None] = OrderedDict()
 
     def answer(
         self, value: bytes | None, key: bytes | None, now: float, traceparent: bytes | None = None
@@ -87,13 +98,21 @@ class CapabilitySimulator:
         result_type = RESULT_TYPES.get(req_type)
         if result_type is None or req_type in self.config.silent_types:
             return None
+        request_id = req.get("id")
+        if isinstance(request_id, str) and request_id:
+            if request_id in self._answered_ids:
+                self.duplicates += 1
+                return None
+            self._remember(request_id)
         out = {
             "session_id": data.get("session_id"),
             "correlation_id": data.get("correlation_id"),
             **self._result(req_type, data),
         }
         body = {
-            "id": str(uuid.uuid4()),
+            "id": derive(request_id, "answer")
+            if isinstance(request_id, str) and request_id
+            else str(uuid.uuid4()),
             "ts": datetime.now(UTC).isoformat(),
             "type": result_type,
             "data": out,
@@ -109,6 +128,11 @@ class CapabilitySimulator:
         if traceparent:  # a service answers within the trace of the request
             headers.append(("traceparent", traceparent))
         return Answer(now + self.config.latency_ms / 1000.0, self.result_topic, key, raw, headers)
+
+    def _remember(self, request_id: str) -> None:
+        self._answered_ids[request_id] = None
+        if len(self._answered_ids) > ANSWERED_MEMORY:
+            self._answered_ids.popitem(last=False)
 
     def _result(self, req_type: str, data: dict[str, Any]) -> dict[str, Any]:
         if req_type == "Review.Quality.EvaluationRequested":
