@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import platform
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -116,5 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed or (soak is not None and not soak.passed) else 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops a long run like Ctrl-C: the current run stops its processes and servers."""
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    signal.signal(signal.SIGTERM, _interrupt)
+    # Started in the background by a shell without job control, SIGINT arrives ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; every process and server of the current run was stopped")
+        sys.exit(130)

@@ -567,7 +567,20 @@ class Run:
         except Exception:
             error = traceback.format_exc()
             self.log(f"run error: {error.splitlines()[-1]}")
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): stop everything, judge nothing
+            self.abort()
+            raise
         return self.finish(began, settle_s, settled_at, error)
+
+    def abort(self) -> None:
+        """Stop the supervisor, the load, the tap, every process and every server."""
+        self._monitor_stop.set()
+        self.supervisor.stop()
+        if self.load is not None:
+            self.load.close()
+        if self.tap is not None:
+            self.tap.stop()
+        self.teardown()
 
     def _fault(self) -> None:
         assert self.load is not None
