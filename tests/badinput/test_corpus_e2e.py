@@ -8,11 +8,8 @@ letter) and the ingester's committed offsets reached the end of both topics; `ve
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
 
-import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from orchestrator.command_strategies import default_registry
 from orchestrator.envelopes import RawMessage
@@ -21,74 +18,11 @@ from orchestrator.outgoing import inbox_dead_letter_id, raw_dead_letter_id
 from orchestrator.planning import Kind, classify
 from orchestrator.verify import ExpectedInput, verify
 from tests.badinput.corpus import CORPUS, MAX_BYTES, PLAN, BadInput
-from tests.e2e.harness import Stack
+from tests.e2e.harness import RawTail, Stack, header
 from tests.helpers import wait_for
 
 GOOD_COMMANDS = 20
 SESSIONS = 10
-MARKER = "test_end_marker"
-
-
-@dataclass(frozen=True)
-class Msg:
-    raw: RawMessage
-
-    @property
-    def headers(self) -> dict[str, bytes | None]:
-        return dict(self.raw.headers)
-
-
-class Reader:
-    """Reads topics from the beginning (assign, no group) up to an end marker produced now."""
-
-    def __init__(self, stack: Stack, topics: Iterable[str]) -> None:
-        self.stack = stack
-        self.topics = list(topics)
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": stack.bootstrap,
-                "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-            }
-        )
-        self.consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in self.topics])
-        self.messages: list[Msg] = []
-        self.markers: dict[str, int] = {}  # topic -> the marker's offset
-
-    def _poll(self, token: bytes) -> bool:
-        for m in self.consumer.consume(500, 0.05):
-            if m.error() is not None:
-                continue
-            headers = tuple((str(k), v) for k, v in m.headers() or [])
-            if dict(headers).get(MARKER) == token:
-                self.markers[m.topic()] = m.offset()
-                continue
-            raw = RawMessage(m.topic(), m.value(), m.key(), headers, m.partition(), m.offset())
-            self.messages.append(Msg(raw))
-        return set(self.markers) == set(self.topics)
-
-    def drain(self) -> list[Msg]:
-        """The marker is a well-formed non-command domain event: skipped by the ingester."""
-        token = uuid.uuid4().hex.encode()
-        value = orjson.dumps(
-            {
-                "event_id": str(uuid.uuid4()),
-                "event_type": "Genesis.Session.EndMarker.Written",
-                "aggregate_type": "GenesisSession",
-                "aggregate_id": "end-marker",
-                "payload": {},
-                "metadata": {},
-            }
-        )
-        for topic in self.topics:
-            self.stack.produce(topic, value, b"end-marker", [(MARKER, token)])
-        self.stack.flush()
-        wait_for(lambda: self._poll(token), timeout=30, message=f"end markers on {self.topics}")
-        return self.messages
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 def committed(stack: Stack, topics: list[str]) -> dict[str, int]:
@@ -167,24 +101,22 @@ def test_corpus_through_the_pipeline(stack: Stack) -> None:
         assert (bytes(row.key) if row.key is not None else None) == raw.key, item.name
 
     # -- ... and on the DLQ topic, as the original bytes with its category --------------------
-    reader = Reader(stack, [stack.domain_topic, stack.capability_topic, stack.dlq_topic])
+    tail = RawTail(stack, [stack.domain_topic, stack.capability_topic, stack.dlq_topic])
     try:
-        messages = reader.drain()
+        messages = tail.drain()
     finally:
-        reader.close()
+        tail.close()
     dlq = {
-        (m.headers.get("message_id") or b"").decode(): m
-        for m in messages
-        if m.raw.topic == stack.dlq_topic
+        (header(m, "message_id") or b"").decode(): m for m in messages if m.topic == stack.dlq_topic
     }
     assert set(dlq) == set(rows), "DLQ topic and dead_letters differ"
     for item in CORPUS:
         raw = raws[item.name]
         m = dlq[expected_dead_letter_id(item, raw)]
-        assert m.headers["dlq_category"] == item.category.value.encode(), item.name
-        assert (m.raw.value or b"") == (raw.value or b""), item.name
-        assert m.raw.key == raw.key, item.name
-        orig = [(n.removeprefix("orig."), v) for n, v in m.raw.headers if n.startswith("orig.")]
+        assert header(m, "dlq_category") == item.category.value.encode(), item.name
+        assert (m.value or b"") == (raw.value or b""), item.name
+        assert m.key == raw.key, item.name
+        orig = [(n.removeprefix("orig."), v) for n, v in m.headers if n.startswith("orig.")]
         assert orig == list(raw.headers), item.name
 
     # -- every good command completed ----------------------------------------------------------
@@ -199,27 +131,27 @@ def test_corpus_through_the_pipeline(stack: Stack) -> None:
     inbox = {(r.topic, r.message_id) for r in stack.rows("SELECT topic, message_id FROM inbox")}
     accounted = {"inbox": 0, "skipped": 0, "dead": 0}
     for m in messages:
-        if m.raw.topic == stack.dlq_topic:
+        if m.topic == stack.dlq_topic:
             continue
         try:
-            c = classify(m.raw, commands, MAX_BYTES)
+            c = classify(m, commands, MAX_BYTES)
         except InvalidInput:
-            assert raw_dead_letter_id(m.raw) in rows, f"unaccounted input at {m.raw.offset}"
+            assert raw_dead_letter_id(m) in rows, f"unaccounted input at {m.offset}"
             accounted["dead"] += 1
             continue
         if c.kind is Kind.SKIP:
             accounted["skipped"] += 1
         else:
-            assert (m.raw.topic, c.message_id) in inbox, f"{c.message_type} not in the inbox"
+            assert (m.topic, c.message_id) in inbox, f"{c.message_type} not in the inbox"
             accounted["inbox"] += 1
     plan_items = sum(1 for i in CORPUS if i.stage == PLAN)
     assert accounted["dead"] == len(CORPUS) - plan_items
     assert accounted["skipped"] >= GOOD_COMMANDS * 3  # Requested, Proposed, Confirmed each
-    consumed = [m for m in messages if m.raw.topic != stack.dlq_topic]
+    consumed = [m for m in messages if m.topic != stack.dlq_topic]
     assert sum(accounted.values()) == len(consumed)
     ends = {
-        t: reader.markers[t] + 1 for t in (stack.domain_topic, stack.capability_topic)
-    }  # the markers are consumed too
+        t: tail.last_fence[t] + 1 for t in (stack.domain_topic, stack.capability_topic)
+    }  # the fences are consumed too
     wait_for(
         lambda: committed(stack, list(ends)) == ends,
         timeout=20,

@@ -27,6 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from orchestrator.envelopes import RawMessage
 from tests.helpers import wait_for
 
 BIN = Path(sys.executable).parent
@@ -131,6 +132,81 @@ class TopicReader:
             message=lambda: f"{message}; seen {[(r.topic, r.type) for r in self.records]}",
         )
         return self.records
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+FENCE_HEADER = "fence"
+
+
+def header(message: RawMessage, name: str) -> bytes | None:
+    return dict(message.headers).get(name)
+
+
+def message_id(message: RawMessage) -> str | None:
+    raw = header(message, "message_id")
+    return raw.decode() if raw is not None else None
+
+
+class RawTail:
+    """Reads topics from the beginning (assign, no group join), headers kept as raw bytes (a bad
+    input's may not be UTF-8). `drain()` returns everything on the topics so far, for sure."""
+
+    def __init__(self, stack: Stack, topics: Iterable[str]) -> None:
+        self.stack = stack
+        self.topics = list(topics)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": stack.bootstrap,
+                "group.id": f"tail-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        self.consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in self.topics])
+        self.messages: list[RawMessage] = []
+        self.fences: dict[tuple[str, bytes], int] = {}  # (topic, token) -> the fence's offset
+        self.last_fence: dict[str, int] = {}  # topic -> offset of the last drain's fence
+
+    def poll(self) -> list[RawMessage]:
+        for m in self.consumer.consume(500, 0.05):
+            if m.error() is not None:
+                continue
+            headers = tuple((str(k), v) for k, v in m.headers() or [])
+            token = dict(headers).get(FENCE_HEADER)
+            if token is not None:
+                self.fences[(m.topic(), token)] = m.offset()
+                continue
+            self.messages.append(
+                RawMessage(m.topic(), m.value(), m.key(), headers, m.partition(), m.offset())
+            )
+        return self.messages
+
+    def drain(self, timeout: float = 30.0) -> list[RawMessage]:
+        """A fence goes to each topic now and the tail reads until it saw them all (partitions
+        keep order; Tansu's high watermarks are not trusted). The fence is a domain event that
+        is not a command, which the ingester skips and the simulator ignores."""
+        token = uuid.uuid4().hex
+        fence = command(token, "Fence")
+        fence["event_type"] = "Genesis.Session.Test.Fence"
+        for topic in self.topics:
+            self.stack.produce(
+                topic, orjson.dumps(fence), b"fence", headers=[(FENCE_HEADER, token.encode())]
+            )
+        self.stack.flush()
+        wanted = {(t, token.encode()) for t in self.topics}
+
+        def fenced() -> bool:
+            self.poll()
+            return wanted <= self.fences.keys()
+
+        wait_for(fenced, timeout=timeout, message=f"the fences on {self.topics}")
+        self.last_fence = {t: self.fences[(t, token.encode())] for t in self.topics}
+        return self.messages
+
+    def on(self, topic: str) -> list[RawMessage]:
+        return [m for m in self.messages if m.topic == topic]
 
     def close(self) -> None:
         self.consumer.close()
@@ -370,28 +446,24 @@ class Stack:
         return TopicReader(self.bootstrap, self.output_topics())
 
     def read_all(self, topics: list[str] | None = None) -> list[Record]:
-        """Every record on `topics` (default: the output topics), for sure: a fence goes to each
-        and the reader reads until it has seen them all (partitions keep order; Tansu's high
-        watermarks are not trusted). The fence is a domain event that is not a command, which
-        the ingester skips and the simulator ignores; the capability topic gets none."""
+        """Every record on `topics` (default: the output topics but the capability topic, which
+        gets no fence), for sure (`RawTail.drain`), headers decoded."""
         if topics is None:
             topics = [t for t in self.output_topics() if t != self.capability_topic]
-        token = str(uuid.uuid4())
-        fence = command(token, "Fence")
-        fence["event_type"] = "Genesis.Session.Test.Fence"
-        for topic in topics:
-            self.produce(topic, orjson.dumps(fence), b"fence", headers=[("fence", token.encode())])
-        self.flush()
-        reader = self.reader()
+        tail = RawTail(self, topics)
         try:
-            records = reader.wait(
-                lambda rs: {r.topic for r in rs if r.headers.get("fence") == token} >= set(topics),
-                timeout=30,
-                message="the fences",
-            )
+            messages = tail.drain()
         finally:
-            reader.close()
-        return [r for r in records if "fence" not in r.headers]
+            tail.close()
+        return [
+            Record(
+                m.topic,
+                m.key,
+                m.value,
+                {k: (v or b"").decode(errors="replace") for k, v in m.headers},
+            )
+            for m in messages
+        ]
 
     # -- database ------------------------------------------------------------------------------
 

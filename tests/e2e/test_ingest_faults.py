@@ -22,109 +22,20 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from orchestrator.simulator import Answer, CapabilitySimulator, SimulatorConfig
-from tests.e2e.harness import Proc, Stack, command
+from tests.e2e.harness import Proc, RawTail, Stack, command, message_id
 from tests.helpers import wait_for
 
 CHARACTER_FACTS = ["Character.Requested", "Character.Proposed", "Character.Confirmed"]
-MARKER_HEADER = "test_end_marker"
 COMMAND_TYPE = "Genesis.Session.Command.Received"
 
 
 # -- reading topics --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Msg:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes | None], ...]
-
-    def header(self, name: str) -> bytes | None:
-        return dict(self.headers).get(name)
-
-    @property
-    def message_id(self) -> str | None:
-        raw = self.header("message_id")
-        return raw.decode() if raw is not None else None
-
-    def json(self) -> Any:
-        return orjson.loads(self.value or b"null")
-
-
-class Tail:
-    """Reads topics from the beginning (assign, no group), keeping headers as raw bytes."""
-
-    def __init__(self, stack: Stack, topics: Iterable[str]) -> None:
-        self.stack = stack
-        self.topics = list(topics)
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": stack.bootstrap,
-                "group.id": f"tail-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-            }
-        )
-        self.consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in self.topics])
-        self.messages: list[Msg] = []
-        self.markers: set[tuple[str, bytes]] = set()
-
-    def poll(self) -> list[Msg]:
-        for m in self.consumer.consume(500, 0.05):
-            if m.error() is not None:
-                continue
-            headers = tuple((str(k), v) for k, v in m.headers() or [])
-            marker = dict(headers).get(MARKER_HEADER)
-            if marker is not None:
-                self.markers.add((m.topic(), marker))
-                continue
-            self.messages.append(
-                Msg(m.topic(), m.partition(), m.offset(), m.key(), m.value(), headers)
-            )
-        return self.messages
-
-    def drain(self, timeout: float = 30.0) -> list[Msg]:
-        """Every message on the topics so far: an end marker produced now is read after them.
-
-        The marker is a well-formed non-command domain event: the ingester skips it, the
-        simulator cannot parse it as a request, nothing consumes the DLQ topic.
-        """
-        token = uuid.uuid4().hex.encode()
-        value = orjson.dumps(
-            {
-                "event_id": str(uuid.uuid4()),
-                "event_type": "Genesis.Session.EndMarker.Written",
-                "aggregate_type": "GenesisSession",
-                "aggregate_id": "end-marker",
-                "payload": {},
-                "metadata": {},
-            }
-        )
-        for topic in self.topics:
-            self.stack.produce(topic, value, b"end-marker", [(MARKER_HEADER, token)])
-        self.stack.flush()
-        wanted = {(t, token) for t in self.topics}
-        wait_for(
-            lambda: self.poll() is not None and wanted <= self.markers,
-            timeout=timeout,
-            message=f"end markers on {self.topics}",
-        )
-        return self.messages
-
-    def on(self, topic: str) -> list[Msg]:
-        return [m for m in self.messages if m.topic == topic]
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 # -- producing input -------------------------------------------------------------------------
@@ -247,7 +158,7 @@ def assert_character_sessions_exactly_once(
     assert all(r[1] == "SENT" for r in outbox), outbox
     assert sum(r[2] for r in outbox) == 5 * n + dead_letters
 
-    tail = Tail(
+    tail = RawTail(
         stack,
         [
             stack.domain_topic,
@@ -267,15 +178,16 @@ def assert_character_sessions_exactly_once(
         )
     }
     facts = Counter(
-        m.message_id
+        message_id(m)
         for m in tail.on(stack.domain_topic)
-        if m.message_id is not None and m.json().get("event_type") != COMMAND_TYPE
+        if message_id(m) is not None
+        and orjson.loads(m.value or b"{}").get("event_type") != COMMAND_TYPE
     )
     assert set(facts) == fact_ids
     assert [i for i, c in facts.items() if c != 1] == [], "facts published more than once"
     task_ids = {r[0] for r in stack.rows("SELECT id FROM async_tasks")}
     requests = Counter(
-        m.message_id for t in ("character", "review") for m in tail.on(stack.task_topic(t))
+        message_id(m) for t in ("character", "review") for m in tail.on(stack.task_topic(t))
     )
     assert set(requests) == task_ids
     assert [i for i, c in requests.items() if c != 1] == [], "requests published more than once"
@@ -305,16 +217,17 @@ def test_every_input_twice_yields_each_fact_once(stack: Stack) -> None:
 
     # The test is the capability service: it answers each request twice with the same result id.
     sim = CapabilitySimulator(SimulatorConfig(scores=[8.0]), stack.capability_topic)
-    requests = Tail(stack, [stack.task_topic("character"), stack.task_topic("review")])
+    requests = RawTail(stack, [stack.task_topic("character"), stack.task_topic("review")])
     answers: dict[str, Answer] = {}
 
     def answer_all() -> bool:
         for m in requests.poll():
-            if m.message_id is None or m.message_id in answers:
+            request_id = message_id(m)
+            if request_id is None or request_id in answers:
                 continue
             a = sim.answer(m.value, m.key, 0.0)
             assert a is not None, f"no answer for {m.value!r}"
-            answers[m.message_id] = a
+            answers[request_id] = a
             for _copy in range(2):
                 stack.produce(a.topic, a.value, a.key, a.headers)
         stack.flush()
@@ -586,7 +499,7 @@ def test_poison_input_is_dead_lettered_and_good_input_completes(stack: Stack) ->
                 )
             ] == [("dead_lettered", True)]
 
-    tail = Tail(stack, [stack.dlq_topic])
+    tail = RawTail(stack, [stack.dlq_topic])
     try:
         dlq = tail.drain()
     finally:
