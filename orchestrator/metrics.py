@@ -47,6 +47,11 @@ MESSAGES_SKIPPED = Counter(
 MESSAGES_PROCESSED = Counter(
     "orchestrator_messages_processed_total", "Inbox messages processed", ["kind", "status"]
 )
+CONSUMER_GAPS = Counter(
+    "orchestrator_consumer_gap_offsets_total",
+    "Offsets a fetch skipped: read again, or accepted as a hole after the rechecks",
+    ["outcome"],
+)
 FACTS_WRITTEN = Counter("orchestrator_facts_written_total", "Domain facts written", ["event_type"])
 TASKS_CREATED = Counter("orchestrator_async_tasks_created_total", "AsyncTasks created")
 TASK_CREATE_FAILURES = Counter(
@@ -98,6 +103,10 @@ def record_batch(batch: Any) -> None:
         MESSAGES_SKIPPED.inc(batch.skipped)
     for category, n in batch.dead_by_category.items():
         DEAD_LETTERS.labels(category).inc(n)
+
+
+def record_gap(gap: Any) -> None:
+    CONSUMER_GAPS.labels("accepted" if gap.accepted else "read_again").inc(gap.size)
 
 
 def record_relay(result: Any) -> None:

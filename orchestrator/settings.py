@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     ingest_batch_size: int = Field(500, ge=1)
     ingest_poll_timeout_s: float = Field(0.05, gt=0)
     ingest_max_queue_length: int = Field(20_000, ge=1)
+    # Reads again from a skipped offset this many times before accepting the hole (0: never).
+    ingest_gap_rechecks: int = Field(3, ge=0)
 
     relay_interval_s: float = Field(1.0, gt=0)
     relay_batch_size: int = Field(1000, ge=1)

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from orchestrator.adapters.offset_gaps import OffsetGapGuard
 from orchestrator.ids import derive
 from orchestrator.logs import get_logger
 
@@ -162,17 +163,28 @@ class CapabilitySimulator:
     def run(
         self, consumer: Any, producer: Any, topics: Sequence[str], stop: threading.Event
     ) -> None:
-        consumer.subscribe(list(topics))
+        from confluent_kafka import TopicPartition
+
+        gaps = OffsetGapGuard()  # a request the broker let it skip would never be answered
+        consumer.subscribe(
+            list(topics),
+            on_revoke=lambda _c, parts: gaps.forget((p.topic, p.partition) for p in parts),
+        )
         pending: list[Answer] = []
         try:
             while not stop.is_set():
                 timeout = 0.02 if pending else 0.1
-                for msg in consumer.consume(500, timeout):
-                    if msg.error() is None:
-                        tp = dict(msg.headers() or []).get("traceparent")
-                        a = self.answer(msg.value(), msg.key(), time.monotonic(), tp)
-                        if a is not None:
-                            heapq.heappush(pending, a)
+                msgs = [m for m in consumer.consume(500, timeout) if m.error() is None]
+                keep, found = gaps.admit([(m.topic(), m.partition(), m.offset()) for m in msgs])
+                for gap in found:
+                    log.warning("orchestrator_simulator_gap", topic=gap.topic, attempt=gap.attempt)
+                    if not gap.accepted:
+                        consumer.seek(TopicPartition(gap.topic, gap.partition, gap.missing_from))
+                for msg in (msgs[i] for i in keep):
+                    tp = dict(msg.headers() or []).get("traceparent")
+                    a = self.answer(msg.value(), msg.key(), time.monotonic(), tp)
+                    if a is not None:
+                        heapq.heappush(pending, a)
                 now = time.monotonic()
                 while pending and pending[0].due <= now:
                     a = heapq.heappop(pending)

@@ -98,7 +98,7 @@ class Container:
         )
 
     def ingester(self) -> Ingester:
-        from orchestrator.metrics import record_batch
+        from orchestrator.metrics import record_batch, record_gap
 
         return Ingester(
             self.agent,
@@ -108,6 +108,8 @@ class Container:
             self.request_relay,
             self.settings.domain_topic,
             record_batch,
+            gap_rechecks=self.settings.ingest_gap_rechecks,
+            on_gap=record_gap,
         )
 
     # -- Celery wiring -------------------------------------------------------------------------

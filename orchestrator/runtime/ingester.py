@@ -4,7 +4,9 @@ The inbox commit is the durability point: offsets are stored only after it, and 
 are sent only after that. A crash before the commit redelivers the batch; a crash after it
 redelivers messages the inbox already holds (ignored, or re-triggered while unprocessed); a lost
 trigger is repaired by beat's re-drive. Poison input is dead-lettered in the same transaction,
-so its offset is stored too and never blocks a partition.
+so its offset is stored too and never blocks a partition. A fetch that skipped offsets is read
+again from the first missing one (`orchestrator.adapters.offset_gaps`): a broker that served
+records past a hole loses nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from orchestrator.adapters.offset_gaps import Gap, OffsetGapGuard
 from orchestrator.adapters.redis_state import REDIS_ERRORS, RedisState
 from orchestrator.adapters.store import SqlStore, SqlTransaction
 from orchestrator.agent import OrchestratorAgent
@@ -64,6 +67,9 @@ class Ingester:
         enqueue_relay: Callable[[], None],
         domain_topic: str,
         on_batch: Callable[[BatchResult], None] = lambda _b: None,
+        *,
+        gap_rechecks: int = 3,
+        on_gap: Callable[[Gap], None] = lambda _g: None,
     ) -> None:
         self.agent = agent
         self.store = store
@@ -72,6 +78,8 @@ class Ingester:
         self.enqueue_relay = enqueue_relay
         self.domain_topic = domain_topic
         self.on_batch = on_batch
+        self.gaps = OffsetGapGuard(gap_rechecks)
+        self.on_gap = on_gap
 
     # -- one batch -----------------------------------------------------------------------------
 
@@ -246,6 +254,8 @@ class Ingester:
 
         def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
             _commit(c, "revoke")
+            # Assigned again later, a partition starts from its committed offset: a new baseline.
+            self.gaps.forget((p.topic, p.partition) for p in partitions)
 
         consumer.subscribe(topics, on_revoke=on_revoke)
         log.info("orchestrator_ingester_started", topics=topics)
@@ -279,8 +289,30 @@ class Ingester:
                 if err.fatal():
                     raise KafkaException(err)
                 log.warning("orchestrator_consumer_error", error=str(err))
-        if not good:
-            return
+        good, rewind = self._admit(good)
+        if good:
+            self._ingest(consumer, good, stop)
+        for gap in rewind:
+            _seek(consumer, gap)
+
+    def _admit(self, msgs: list[Any]) -> tuple[list[Any], list[Gap]]:
+        """The messages before any gap, and the gaps to read again (handled ones first, so the
+        offsets stored stop right before the gap)."""
+        keep, gaps = self.gaps.admit([(m.topic(), m.partition(), m.offset()) for m in msgs])
+        for gap in gaps:
+            self.on_gap(gap)
+            (log.error if gap.accepted else log.warning)(
+                "orchestrator_consumer_gap",
+                topic=gap.topic,
+                partition=gap.partition,
+                missing_from=gap.missing_from,
+                resumed_at=gap.resumed_at,
+                attempt=gap.attempt,
+                action="accepted as a hole" if gap.accepted else "reading again",
+            )
+        return [msgs[i] for i in keep], [g for g in gaps if not g.accepted]
+
+    def _ingest(self, consumer: Consumer, good: list[Any], stop: threading.Event) -> None:
         result = self._handle_with_retry([raw_from_kafka(m) for m in good], stop)
         if result is None:
             return
@@ -338,6 +370,15 @@ def _next_offsets(msgs: list[Any]) -> list[TopicPartition]:
         k = (m.topic(), m.partition())
         top[k] = max(top.get(k, -1), m.offset())
     return [TopicPartition(t, p, o + 1) for (t, p), o in top.items()]
+
+
+def _seek(consumer: Consumer, gap: Gap) -> None:
+    """Read the partition again from the first missing offset (the fetched messages after it
+    are dropped by the client). A partition revoked meanwhile is someone else's now."""
+    try:
+        consumer.seek(TopicPartition(gap.topic, gap.partition, gap.missing_from))
+    except KafkaException as exc:
+        log.warning("orchestrator_consumer_gap_seek_failed", topic=gap.topic, error=str(exc))
 
 
 def _commit(consumer: Consumer, why: str) -> None:

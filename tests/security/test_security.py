@@ -142,7 +142,7 @@ def test_kafka_security_reaches_the_simulator(
         def __init__(self, conf: dict[str, Any]) -> None:
             seen[type(self).__name__] = conf
 
-        def subscribe(self, _topics: list[str]) -> None:
+        def subscribe(self, _topics: list[str], **_callbacks: Any) -> None:
             pass
 
         def consume(self, *_: Any) -> list[Any]:
