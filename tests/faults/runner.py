@@ -141,6 +141,11 @@ class RunResult:
             f" {self.duplicated_effects}, redelivered {self.redelivered}, dead-lettered"
             f" {self.dead_lettered}, timed out {self.timed_out}, unexpected exits"
             f" {self.unexpected_exits}, recovered in {rec} ({self.duration_s:.0f}s)"
+            + (
+                f", skipped fetches read again {gaps}"
+                if (gaps := self.notes.get("consumer_gaps"))
+                else ""
+            )
         )
 
 
@@ -630,6 +635,9 @@ class Run:
         if self.samples:
             self.notes["max_outbox_lag_s"] = round(max(s[5] for s in self.samples), 2)
             self.notes["max_inbox_backlog"] = max(s[1] for s in self.samples)
+        gaps = self.consumer_gaps()
+        if gaps:
+            self.notes["consumer_gaps"] = gaps
         latencies = self.latencies()
         if latencies:
             self.notes["latency_p50_s"] = round(statistics.median(latencies), 3)
@@ -664,6 +672,16 @@ class Run:
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
         return result
+
+    def consumer_gaps(self) -> dict[str, int]:
+        """Per log file, the fetches that skipped offsets and were read again (or accepted)."""
+        found: dict[str, int] = {}
+        for log_file in sorted(self.dir.glob("*.log")):
+            text = log_file.read_text(errors="replace")
+            n = text.count('"orchestrator_consumer_gap"') + text.count("orchestrator_simulator_gap")
+            if n:
+                found[log_file.stem] = n
+        return found
 
     def latencies(self) -> list[float]:
         if self.load is None:

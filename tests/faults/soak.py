@@ -94,6 +94,9 @@ class SoakResult:
             f" {self.run.duplicated_effects}, max outbox lag {self.max_outbox_lag_s:.2f}s,"
             f" max inbox backlog {self.max_inbox_backlog}",
         ]
+        gaps = self.run.notes.get("consumer_gaps")
+        if gaps:
+            out.append(f"  fetches that skipped offsets, read again: {gaps}")
         for m in self.memory:
             mark = ("ok" if m.flat else "GROWS") if m.judged else "info"
             out.append(
