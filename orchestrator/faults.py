@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import signal
 
+from orchestrator.logs import get_logger
+
 _SPEC = os.environ.get("ORCHESTRATOR_CRASH_AT", "")
 _POINT, _, _NTH = _SPEC.partition(":")
 _counts: dict[str, int] = {}
@@ -28,4 +30,8 @@ def crash_point(name: str) -> None:
         return
     _counts[name] = _counts.get(name, 0) + 1
     if _counts[name] >= int(_NTH or 1):
+        # Said first, so a test that missed the exit still knows the fault happened.
+        get_logger("orchestrator.faults").warning(
+            "orchestrator_crash_point", point=name, reached=_counts[name], pid=os.getpid()
+        )
         os.kill(os.getpid(), signal.SIGKILL)

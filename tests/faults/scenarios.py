@@ -55,9 +55,16 @@ class Scenario:
 
 
 def wait_child_death(run: Run, role: str, children: list[int], timeout: float) -> bool:
-    """True once one of the pool children has exited."""
+    """True once one of the pool children has exited, or the role's log shows a crash point
+    reached (a child that died before `children` was taken, and was replaced since)."""
+    log_file = run.supervisor.proc(role).log
     deadline = time.monotonic() + timeout
+    next_log_check = 0.0
     while time.monotonic() < deadline:
+        if time.monotonic() >= next_log_check:
+            next_log_check = time.monotonic() + 0.5
+            if '"orchestrator_crash_point"' in log_file.read_text(errors="replace"):
+                return True
         for pid in children:
             try:
                 if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
