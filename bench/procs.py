@@ -26,10 +26,13 @@ STOP_GRACE_S = 20.0
 
 @dataclass
 class Proc:
-    role: str
+    """A process started in its own session, with its log; the benchmark and the tests' harness
+    both use it. Signals go to its own process group only."""
+
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    role: str = ""
 
     @property
     def pid(self) -> int:
@@ -38,11 +41,30 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def tail(self, lines: int = 30) -> str:
+    def stop(self, timeout: float = STOP_GRACE_S) -> int | None:
+        """SIGTERM, wait, then SIGKILL; only this process's own group."""
+        if self.alive():
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        if self.alive():
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
+    def text(self) -> str:
+        """The whole log so far."""
         try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+            return self.log.read_text(errors="replace")
         except OSError:
             return ""
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.text().splitlines()[-lines:])
 
 
 @dataclass
@@ -64,7 +86,7 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        proc = Proc(role, name, popen, log)
+        proc = Proc(name, popen, log, role)
         self.procs.append(proc)
         return proc
 
