@@ -67,6 +67,21 @@ class Proc:
         return "\n".join(self.text().splitlines()[-lines:])
 
 
+def stop_together(procs: Sequence[Proc], timeout: float = STOP_GRACE_S) -> None:
+    """SIGTERM every live process group at once, then wait (a Celery worker's soft shutdown
+    takes seconds: one after the other adds up); SIGKILL what outlives the deadline."""
+    live = [p for p in procs if p.alive()]
+    for p in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in live:
+        try:
+            p.popen.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 @dataclass
 class Supervisor:
     """Starts processes in a work directory and stops every one of them (and their groups)."""

@@ -9,9 +9,7 @@ so stacks never see each other's messages.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -26,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from bench.procs import BIN, Proc
+from bench.procs import BIN, Proc, stop_together
 from orchestrator.envelopes import RawMessage
 from tests.helpers import wait_for
 
@@ -327,18 +325,7 @@ class Stack:
         self.start_ingester()
 
     def stop_all(self, timeout: float = 20.0) -> None:
-        """SIGTERM every process group at once, then wait (a Celery worker's soft shutdown
-        takes seconds: one after the other adds up); SIGKILL what outlives the deadline."""
-        live = [p for p in self.procs if p.alive()]
-        for p in live:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for p in live:
-            try:
-                p.popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_together(self.procs, timeout)
 
     def logs(self) -> str:
         return "\n".join(

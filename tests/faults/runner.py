@@ -17,10 +17,8 @@ dead letters, unexpected process exits and the time to recover.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import threading
@@ -38,6 +36,7 @@ import psutil
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from sqlalchemy import text
 
+from bench.procs import stop_together
 from orchestrator.adapters.store import decode_headers
 from orchestrator.verify import Code, ExpectedInput, verify
 from tests.e2e.harness import ALL_QUEUES, BIN, Proc, Stack, command
@@ -251,20 +250,6 @@ class Supervisor:
             except Exception as exc:  # seen by the loop as an exit, tried again
                 role.exits.append((time.monotonic(), None))
                 self.errors.append(f"{name}: {exc}")
-
-
-def stop_together(procs: list[Proc], timeout: float = 20.0) -> None:
-    """SIGTERM every live process group at once, then SIGKILL what is left."""
-    live = [p for p in procs if p.alive()]
-    for p in live:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for p in live:
-        try:
-            p.popen.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 def pool_children(proc: Proc) -> list[int]:
