@@ -53,6 +53,10 @@ class OffsetGapGuard:
         """The next offset `partition` must deliver (e.g. its committed offset)."""
         self._next[(topic, partition)] = offset
 
+    def expected(self) -> dict[Partition, int]:
+        """The next offset expected of each partition seen (for diagnostics)."""
+        return dict(self._next)
+
     def forget(self, partitions: Iterable[Partition]) -> None:
         """Partitions revoked or newly assigned: their next message sets the baseline again."""
         for p in partitions:

@@ -63,6 +63,7 @@ class TopicReader:
                 "group.id": "reader-unused",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 10,
+                "auto.offset.reset": "earliest",
             }
         )
         self.consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in topics])
@@ -117,6 +118,7 @@ class RawTail:
                 "group.id": f"tail-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 10,
+                "auto.offset.reset": "earliest",
             }
         )
         self.consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in self.topics])

@@ -37,6 +37,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from sqlalchemy import text
 
 from bench.procs import stop_together
+from orchestrator.adapters.offset_gaps import OffsetGapGuard
 from orchestrator.adapters.store import decode_headers
 from orchestrator.verify import Code, ExpectedInput, verify
 from tests.e2e.harness import ALL_QUEUES, BIN, Proc, Stack, command
@@ -295,20 +296,36 @@ def read_produced(bootstrap: str, topics: list[str], timeout: float = 60.0) -> l
             "group.id": f"reader-{token[:8]}",
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 10,
+            # An out-of-range answer must send the reader back to the start, never to the end.
+            "auto.offset.reset": "earliest",
             "log_level": 2,
         }
     )
     consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in topics])
-    out: list[Out] = []
+    # By position: a record read again (after a reset or a seek) counts once.
+    out: dict[tuple[str, int], Out] = {}
     fenced: set[str] = set()
+    errors: list[str] = []
+    gaps = OffsetGapGuard()  # the reader must not skip records either
     deadline = time.monotonic() + timeout
     try:
         while fenced != set(topics):
             if time.monotonic() > deadline:
-                raise AssertionError(f"fences not read on {set(topics) - fenced}")
+                raise AssertionError(
+                    f"fences not read on {set(topics) - fenced}; read up to"
+                    f" {gaps.expected()}; errors: {errors[-3:]}"
+                )
+            msgs = []
             for m in consumer.consume(1000, 0.1):
-                if m.error() is not None:
-                    continue
+                if m.error() is None:
+                    msgs.append(m)
+                else:
+                    errors.append(str(m.error()))
+            keep, found = gaps.admit([(m.topic(), m.partition(), m.offset()) for m in msgs])
+            for gap in found:
+                if not gap.accepted:
+                    consumer.seek(TopicPartition(gap.topic, gap.partition, gap.missing_from))
+            for m in (msgs[i] for i in keep):
                 headers = dict(m.headers() or [])
                 topic = str(m.topic())
                 if headers.get("fence") == token.encode():
@@ -317,10 +334,12 @@ def read_produced(bootstrap: str, topics: list[str], timeout: float = 60.0) -> l
                 mid = headers.get("message_id")
                 if isinstance(mid, bytes):
                     value = m.value()
-                    out.append(Out(topic, mid.decode(), value if isinstance(value, bytes) else b""))
+                    out[(topic, m.offset())] = Out(
+                        topic, mid.decode(), value if isinstance(value, bytes) else b""
+                    )
     finally:
         consumer.close()
-    return out
+    return list(out.values())
 
 
 # -- one run --------------------------------------------------------------------------------------

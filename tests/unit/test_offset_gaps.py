@@ -95,3 +95,9 @@ def test_expect_sets_the_baseline() -> None:
     guard.expect(T, 0, 0)
     keep, gaps = guard.admit(positions(5))
     assert keep == [] and gaps[0].missing_from == 0
+
+
+def test_expected_reports_the_next_offsets() -> None:
+    guard = OffsetGapGuard()
+    guard.admit([(T, 0, 7), (T, 1, 2)])
+    assert guard.expected() == {(T, 0): 8, (T, 1): 3}
