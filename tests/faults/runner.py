@@ -277,9 +277,19 @@ class Out:
     value: bytes
 
 
-def read_produced(bootstrap: str, topics: list[str], timeout: float = 60.0) -> list[Out]:
+STALL_S = 10.0
+
+
+def read_produced(
+    bootstrap: str, topics: list[str], timeout: float = 90.0
+) -> tuple[list[Out], dict[str, Any]]:
     """Every message the orchestrator produced on `topics` (those with a `message_id` header),
-    read up to a fence produced now (partitions keep order; high watermarks are not trusted)."""
+    read up to a fence produced now (partitions keep order; high watermarks are not trusted).
+
+    The test broker sometimes stops serving a partition at one offset for good (a fetch from
+    there returns nothing while later records exist). A partition without progress for
+    `STALL_S` is read on from the next offset, and the offset is reported as unreadable: if
+    it held one of our messages, that message is counted missing, so nothing is hidden."""
     token = uuid.uuid4().hex
     fence = command(token, "Fence")
     fence["event_type"] = "Genesis.Session.Test.Fence"
@@ -307,13 +317,17 @@ def read_produced(bootstrap: str, topics: list[str], timeout: float = 60.0) -> l
     fenced: set[str] = set()
     errors: list[str] = []
     gaps = OffsetGapGuard()  # the reader must not skip records either
+    unreadable: dict[str, Any] = {}
+    progress: dict[str, tuple[int, float]] = {}  # topic -> (next offset, since when)
     deadline = time.monotonic() + timeout
     try:
         while fenced != set(topics):
             if time.monotonic() > deadline:
+                stuck = {t: o for (t, _p), o in gaps.expected().items() if t not in fenced}
                 raise AssertionError(
                     f"fences not read on {set(topics) - fenced}; read up to"
-                    f" {gaps.expected()}; errors: {errors[-3:]}"
+                    f" {gaps.expected()}; errors: {errors[-3:]};"
+                    f" around the stop: {_probe(bootstrap, stuck)}"
                 )
             msgs = []
             for m in consumer.consume(1000, 0.1):
@@ -325,6 +339,17 @@ def read_produced(bootstrap: str, topics: list[str], timeout: float = 60.0) -> l
             for gap in found:
                 if not gap.accepted:
                     consumer.seek(TopicPartition(gap.topic, gap.partition, gap.missing_from))
+            now = time.monotonic()
+            for (t, part), nxt in gaps.expected().items():
+                if t in fenced:
+                    continue
+                if progress.get(t, (None, 0.0))[0] != nxt:
+                    progress[t] = (nxt, now)
+                elif now - progress[t][1] > STALL_S:
+                    unreadable[f"{t}@{nxt}"] = _probe(bootstrap, {t: nxt})
+                    gaps.expect(t, part, nxt + 1)
+                    consumer.seek(TopicPartition(t, part, nxt + 1))
+                    progress[t] = (nxt + 1, now)
             for m in (msgs[i] for i in keep):
                 headers = dict(m.headers() or [])
                 topic = str(m.topic())
@@ -339,7 +364,30 @@ def read_produced(bootstrap: str, topics: list[str], timeout: float = 60.0) -> l
                     )
     finally:
         consumer.close()
-    return list(out.values())
+    return list(out.values()), unreadable
+
+
+def _probe(bootstrap: str, stuck: dict[str, int]) -> dict[str, Any]:
+    """What a fresh consumer reads from a little before, at and after where a reader stopped."""
+    found: dict[str, Any] = {}
+    for topic, offset in stuck.items():
+        for start in (max(0, offset - 3), offset, offset + 1):
+            consumer = Consumer(
+                {"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:8]}"}
+            )
+            try:
+                consumer.assign([TopicPartition(topic, 0, start)])
+                seen: list[int] = []
+                end = time.monotonic() + 5
+                while len(seen) < 5 and time.monotonic() < end:
+                    seen += [m.offset() for m in consumer.consume(5, 0.2) if m.error() is None]
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)
+                found[f"{topic}@{start}"] = {"read": seen[:5], "watermarks": [low, high]}
+            except Exception as exc:
+                found[f"{topic}@{start}"] = repr(exc)
+            finally:
+                consumer.close()
+    return found
 
 
 # -- one run --------------------------------------------------------------------------------------
@@ -842,7 +890,9 @@ class Run:
     def kafka_counts(self, outbox: list[Any]) -> dict[str, int]:
         stack = self.s
         topics = [stack.domain_topic, stack.dlq_topic, *(stack.task_topic(b) for b in TASK_BASES)]
-        produced = read_produced(stack.bootstrap, topics)
+        produced, unreadable = read_produced(stack.bootstrap, topics)
+        if unreadable:
+            self.notes["unreadable_offsets"] = unreadable
         copies = Counter((o.topic, o.message_id) for o in produced)
         rows = {(r[3], r[0]): r for r in outbox}
         unknown = sum(1 for k in copies if k not in rows)

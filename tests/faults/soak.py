@@ -97,6 +97,11 @@ class SoakResult:
         gaps = self.run.notes.get("consumer_gaps")
         if gaps:
             out.append(f"  fetches that skipped offsets, read again: {gaps}")
+        unreadable = self.run.notes.get("unreadable_offsets")
+        if unreadable:
+            out.append(
+                f"  offsets the broker stopped serving (read on after them): {list(unreadable)}"
+            )
         for m in self.memory:
             mark = ("ok" if m.flat else "GROWS") if m.judged else "info"
             out.append(
