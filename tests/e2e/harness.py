@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from bench.procs import BIN, Proc, stop_together
+from orchestrator.adapters.offset_gaps import OffsetGapGuard
 from orchestrator.envelopes import RawMessage
 from tests.helpers import wait_for
 
@@ -107,7 +108,14 @@ def message_id(message: RawMessage) -> str | None:
 
 class RawTail:
     """Reads topics from the beginning (assign, no group join), headers kept as raw bytes (a bad
-    input's may not be UTF-8). `drain()` returns everything on the topics so far, for sure."""
+    input's may not be UTF-8). `drain()` returns everything on the topics so far, for sure.
+
+    It must not skip records either: a fetch that skipped offsets is read again
+    (`OffsetGapGuard`), an out-of-range answer sends it back to the start, and a record read
+    again (after a seek or a reset) is kept once. With `stall_s`, a partition that serves
+    nothing from one offset for that long (the test broker sometimes stops there for good) is
+    read on from the next offset, which is kept in `unreadable` with what a fresh consumer
+    reads around it: a message there is then missing, never hidden."""
 
     def __init__(self, stack: Stack, topics: Iterable[str]) -> None:
         self.stack = stack
@@ -119,17 +127,29 @@ class RawTail:
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 10,
                 "auto.offset.reset": "earliest",
+                "log_level": 2,
             }
         )
         self.consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in self.topics])
         self.messages: list[RawMessage] = []
         self.fences: dict[tuple[str, bytes], int] = {}  # (topic, token) -> the fence's offset
         self.last_fence: dict[str, int] = {}  # topic -> offset of the last drain's fence
+        self.gaps = OffsetGapGuard()
+        self.unreadable: dict[str, Any] = {}  # "topic@offset" -> what a probe read around it
+        self._read: set[tuple[str, int, int]] = set()
+        self._progress: dict[tuple[str, int], tuple[int, float]] = {}  # next offset, since
 
     def poll(self) -> list[RawMessage]:
-        for m in self.consumer.consume(500, 0.05):
-            if m.error() is not None:
+        msgs = [m for m in self.consumer.consume(500, 0.05) if m.error() is None]
+        keep, gaps = self.gaps.admit([(m.topic(), m.partition(), m.offset()) for m in msgs])
+        for gap in gaps:
+            if not gap.accepted:
+                self.consumer.seek(TopicPartition(gap.topic, gap.partition, gap.missing_from))
+        for m in (msgs[i] for i in keep):
+            position = (m.topic(), m.partition(), m.offset())
+            if position in self._read:
                 continue
+            self._read.add(position)
             headers = tuple((str(k), v) for k, v in m.headers() or [])
             token = dict(headers).get(FENCE_HEADER)
             if token is not None:
@@ -140,7 +160,7 @@ class RawTail:
             )
         return self.messages
 
-    def drain(self, timeout: float = 30.0) -> list[RawMessage]:
+    def drain(self, timeout: float = 30.0, stall_s: float | None = None) -> list[RawMessage]:
         """A fence goes to each topic now and the tail reads until it saw them all (partitions
         keep order; Tansu's high watermarks are not trusted). The fence is a domain event that
         is not a command, which the ingester skips and the simulator ignores."""
@@ -156,17 +176,61 @@ class RawTail:
 
         def fenced() -> bool:
             self.poll()
+            done = {t for t, tok in self.fences if tok == token.encode()}
+            if stall_s is not None:
+                self._read_past_stalls(stall_s, done)
             return wanted <= self.fences.keys()
 
-        wait_for(fenced, timeout=timeout, message=f"the fences on {self.topics}")
+        wait_for(
+            fenced,
+            timeout=timeout,
+            message=lambda: f"the fences on {self.topics}; read up to {self.gaps.expected()}",
+        )
         self.last_fence = {t: self.fences[(t, token.encode())] for t in self.topics}
         return self.messages
+
+    def _read_past_stalls(self, stall_s: float, done: set[str]) -> None:
+        now = time.monotonic()
+        for (topic, partition), next_offset in self.gaps.expected().items():
+            key = (topic, partition)
+            if topic in done:
+                continue
+            if self._progress.get(key, (None, 0.0))[0] != next_offset:
+                self._progress[key] = (next_offset, now)
+            elif now - self._progress[key][1] > stall_s:
+                where = f"{topic}@{next_offset}"
+                self.unreadable[where] = probe(self.stack.bootstrap, topic, next_offset)
+                self.gaps.expect(topic, partition, next_offset + 1)
+                self.consumer.seek(TopicPartition(topic, partition, next_offset + 1))
+                self._progress[key] = (next_offset + 1, now)
 
     def on(self, topic: str) -> list[RawMessage]:
         return [m for m in self.messages if m.topic == topic]
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def probe(bootstrap: str, topic: str, offset: int) -> dict[str, Any]:
+    """What a fresh consumer reads from a little before, at and after `offset` of partition 0."""
+    found: dict[str, Any] = {}
+    for start in (max(0, offset - 3), offset, offset + 1):
+        consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:8]}"}
+        )
+        try:
+            consumer.assign([TopicPartition(topic, 0, start)])
+            seen: list[int] = []
+            end = time.monotonic() + 5
+            while len(seen) < 5 and time.monotonic() < end:
+                seen += [m.offset() for m in consumer.consume(5, 0.2) if m.error() is None]
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)
+            found[f"from {start}"] = {"read": seen[:5], "watermarks": [low, high]}
+        except Exception as exc:  # a diagnostic: say what failed, never fail the reader
+            found[f"from {start}"] = repr(exc)
+        finally:
+            consumer.close()
+    return found
 
 
 @dataclass

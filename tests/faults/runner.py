@@ -24,7 +24,6 @@ import subprocess
 import threading
 import time
 import traceback
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -33,14 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import psutil
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from sqlalchemy import text
 
 from bench.procs import stop_together
-from orchestrator.adapters.offset_gaps import OffsetGapGuard
 from orchestrator.adapters.store import decode_headers
 from orchestrator.verify import Code, ExpectedInput, verify
-from tests.e2e.harness import ALL_QUEUES, BIN, Proc, Stack, command
+from tests.e2e.harness import ALL_QUEUES, BIN, Proc, RawTail, Stack, header
 from tests.faults.load import Load, Sent, Tap
 from tests.faults.servers import RestartableKafka, RestartablePostgres, RestartableRedis
 
@@ -281,113 +278,22 @@ STALL_S = 10.0
 
 
 def read_produced(
-    bootstrap: str, topics: list[str], timeout: float = 90.0
+    stack: Stack, topics: list[str], timeout: float = 90.0
 ) -> tuple[list[Out], dict[str, Any]]:
     """Every message the orchestrator produced on `topics` (those with a `message_id` header),
-    read up to a fence produced now (partitions keep order; high watermarks are not trusted).
-
-    The test broker sometimes stops serving a partition at one offset for good (a fetch from
-    there returns nothing while later records exist). A partition without progress for
-    `STALL_S` is read on from the next offset, and the offset is reported as unreadable: if
-    it held one of our messages, that message is counted missing, so nothing is hidden."""
-    token = uuid.uuid4().hex
-    fence = command(token, "Fence")
-    fence["event_type"] = "Genesis.Session.Test.Fence"
-    from confluent_kafka import Producer
-
-    producer = Producer({"bootstrap.servers": bootstrap, "log_level": 2})
-    for topic in topics:
-        producer.produce(topic, orjson.dumps(fence), b"fence", headers=[("fence", token.encode())])
-    if producer.flush(15) != 0:
-        raise AssertionError("could not produce the read fences")
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{token[:8]}",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 10,
-            # An out-of-range answer must send the reader back to the start, never to the end.
-            "auto.offset.reset": "earliest",
-            "log_level": 2,
-        }
-    )
-    consumer.assign([TopicPartition(t, 0, OFFSET_BEGINNING) for t in topics])
-    # By position: a record read again (after a reset or a seek) counts once.
-    out: dict[tuple[str, int], Out] = {}
-    fenced: set[str] = set()
-    errors: list[str] = []
-    gaps = OffsetGapGuard()  # the reader must not skip records either
-    unreadable: dict[str, Any] = {}
-    progress: dict[str, tuple[int, float]] = {}  # topic -> (next offset, since when)
-    deadline = time.monotonic() + timeout
+    read to the end (`RawTail.drain`), and the offsets the broker stopped serving (read on after
+    `STALL_S`; a message of ours there counts as missing)."""
+    tail = RawTail(stack, topics)
     try:
-        while fenced != set(topics):
-            if time.monotonic() > deadline:
-                stuck = {t: o for (t, _p), o in gaps.expected().items() if t not in fenced}
-                raise AssertionError(
-                    f"fences not read on {set(topics) - fenced}; read up to"
-                    f" {gaps.expected()}; errors: {errors[-3:]};"
-                    f" around the stop: {_probe(bootstrap, stuck)}"
-                )
-            msgs = []
-            for m in consumer.consume(1000, 0.1):
-                if m.error() is None:
-                    msgs.append(m)
-                else:
-                    errors.append(str(m.error()))
-            keep, found = gaps.admit([(m.topic(), m.partition(), m.offset()) for m in msgs])
-            for gap in found:
-                if not gap.accepted:
-                    consumer.seek(TopicPartition(gap.topic, gap.partition, gap.missing_from))
-            now = time.monotonic()
-            for (t, part), nxt in gaps.expected().items():
-                if t in fenced:
-                    continue
-                if progress.get(t, (None, 0.0))[0] != nxt:
-                    progress[t] = (nxt, now)
-                elif now - progress[t][1] > STALL_S:
-                    unreadable[f"{t}@{nxt}"] = _probe(bootstrap, {t: nxt})
-                    gaps.expect(t, part, nxt + 1)
-                    consumer.seek(TopicPartition(t, part, nxt + 1))
-                    progress[t] = (nxt + 1, now)
-            for m in (msgs[i] for i in keep):
-                headers = dict(m.headers() or [])
-                topic = str(m.topic())
-                if headers.get("fence") == token.encode():
-                    fenced.add(topic)
-                    continue
-                mid = headers.get("message_id")
-                if isinstance(mid, bytes):
-                    value = m.value()
-                    out[(topic, m.offset())] = Out(
-                        topic, mid.decode(), value if isinstance(value, bytes) else b""
-                    )
+        messages = tail.drain(timeout, stall_s=STALL_S)
     finally:
-        consumer.close()
-    return list(out.values()), unreadable
-
-
-def _probe(bootstrap: str, stuck: dict[str, int]) -> dict[str, Any]:
-    """What a fresh consumer reads from a little before, at and after where a reader stopped."""
-    found: dict[str, Any] = {}
-    for topic, offset in stuck.items():
-        for start in (max(0, offset - 3), offset, offset + 1):
-            consumer = Consumer(
-                {"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4().hex[:8]}"}
-            )
-            try:
-                consumer.assign([TopicPartition(topic, 0, start)])
-                seen: list[int] = []
-                end = time.monotonic() + 5
-                while len(seen) < 5 and time.monotonic() < end:
-                    seen += [m.offset() for m in consumer.consume(5, 0.2) if m.error() is None]
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)
-                found[f"{topic}@{start}"] = {"read": seen[:5], "watermarks": [low, high]}
-            except Exception as exc:
-                found[f"{topic}@{start}"] = repr(exc)
-            finally:
-                consumer.close()
-    return found
+        tail.close()
+    out = [
+        Out(m.topic, mid.decode(), m.value or b"")
+        for m in messages
+        if (mid := header(m, "message_id")) is not None
+    ]
+    return out, tail.unreadable
 
 
 # -- one run --------------------------------------------------------------------------------------
@@ -890,7 +796,7 @@ class Run:
     def kafka_counts(self, outbox: list[Any]) -> dict[str, int]:
         stack = self.s
         topics = [stack.domain_topic, stack.dlq_topic, *(stack.task_topic(b) for b in TASK_BASES)]
-        produced, unreadable = read_produced(stack.bootstrap, topics)
+        produced, unreadable = read_produced(stack, topics)
         if unreadable:
             self.notes["unreadable_offsets"] = unreadable
         copies = Counter((o.topic, o.message_id) for o in produced)
