@@ -207,17 +207,26 @@ class KillBeat(Scenario):
             run.log("beat started again")
 
 
-class TwoBeats(Scenario):
-    name = "two_beats"
-    description = (
-        "a second beat starts at a random moment and both run to the end; consistency checks are"
-        " never answered (3 s timeout), so both beats race to time the same tasks out"
-    )
+class ConsistencyUnanswered(Scenario):
+    """Consistency checks are never answered (3 s timeout): every stage validation must time
+    out exactly once, and nothing else."""
+
     simulator_args = ("--silent", "Review.Consistency.CheckRequested")
     extra_settle_s = 10.0
 
     def overrides(self, run: Run) -> dict[str, str]:
         return {"ORCHESTRATOR_TASK_TIMEOUTS": '{"Review.Consistency": 3}'}
+
+    def check(self, run: Run, problems: list[str], db: dict[str, Any]) -> None:
+        check_timeouts(run, problems, db, "Stage.Validate")
+
+
+class TwoBeats(ConsistencyUnanswered):
+    name = "two_beats"
+    description = (
+        "a second beat starts at a random moment and both run to the end; consistency checks are"
+        " never answered (3 s timeout), so both beats race to time the same tasks out"
+    )
 
     def inject(self, run: Run) -> None:
         from tests.faults.runner import Role
@@ -225,9 +234,6 @@ class TwoBeats(Scenario):
         run.mode = "second beat"
         run.mark_fault("a second beat starts")
         run.supervisor.add(Role("beat2", lambda e: run.s.start_beat("beat2", **e)))
-
-    def check(self, run: Run, problems: list[str], db: dict[str, Any]) -> None:
-        check_timeouts(run, problems, db, "Stage.Validate")
 
 
 def check_timeouts(run: Run, problems: list[str], db: dict[str, Any], command_type: str) -> None:
@@ -509,25 +515,20 @@ def _later(run: Run, delay: float, bodies: list[bytes]) -> None:
     timer.start()
 
 
-class SilentCapability(Scenario):
+class SilentCapability(ConsistencyUnanswered):
     name = "silent_capability"
     description = (
         "the consistency-check service never answers: every stage validation's task times out"
         " (3 s) and a TimedOut fact is emitted, once"
     )
     continuous = True
-    simulator_args = ("--silent", "Review.Consistency.CheckRequested")
-    extra_settle_s = 10.0
-
-    def overrides(self, run: Run) -> dict[str, str]:
-        return {"ORCHESTRATOR_TASK_TIMEOUTS": '{"Review.Consistency": 3}'}
 
     def inject(self, run: Run) -> None:
         run.mode = "Review.Consistency silent"
         run.mark_fault("consistency checks unanswered, throughout")
 
     def check(self, run: Run, problems: list[str], db: dict[str, Any]) -> None:
-        check_timeouts(run, problems, db, "Stage.Validate")
+        super().check(run, problems, db)
         late = run.s.rows(
             "SELECT max(extract(epoch FROM completed_at - deadline_at)) FROM async_tasks"
             " WHERE error LIKE 'timeout%'"
