@@ -513,6 +513,7 @@ class Stack:
         self.stop_all()
         if self._producer is not None:
             self._producer.flush(5)
+            self._producer = None  # dropped now: it would go on reconnecting to stopped servers
         self.engine.dispose()
 
 
