@@ -13,6 +13,8 @@ from orchestrator.settings import Settings
 
 # Errors after which publishing the same message again cannot succeed: the row is FAILED and its
 # key moves on. Everything else (timeouts, transport, leader changes) is retried with backoff.
+# A missing topic is not among them: it is the cluster's state, not the message's (topics not
+# created yet, or a broker that lost them), so its rows wait, in key order, until it exists.
 PERMANENT_ERRORS = frozenset(
     {
         KafkaError.MSG_SIZE_TOO_LARGE,
@@ -20,8 +22,6 @@ PERMANENT_ERRORS = frozenset(
         KafkaError.TOPIC_AUTHORIZATION_FAILED,
         KafkaError.CLUSTER_AUTHORIZATION_FAILED,
         KafkaError._INVALID_ARG,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._UNKNOWN_TOPIC,
         KafkaError.INVALID_RECORD,
         KafkaError.TOPIC_EXCEPTION,
     }
@@ -52,6 +52,12 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     does) acknowledges the records of a producer whose id was reused as duplicates and drops
     them. Off by default, since a duplicate is harmless and a loss is not; turn it on for a
     broker that never reuses producer ids (Apache Kafka keeps them in its metadata log).
+
+    The relay never creates a topic by producing to it (`allow.auto.create.topics=false`): a
+    broker that does would make it with its own default partition count, which spreads a key's
+    messages over other partitions than the ones `orchestrator topics create` lays out (a
+    broker restarted empty, then written to before the topics were recreated). Its rows wait
+    until the topic exists.
     """
     ordering: dict[str, Any] = (
         {"enable.idempotence": True}
@@ -62,6 +68,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         **settings.kafka_common(),
         **ordering,
         "acks": "all",
+        "allow.auto.create.topics": False,
         "linger.ms": settings.relay_linger_ms,
         "message.timeout.ms": settings.relay_message_timeout_ms,
         "client.id": "genesis-orchestrator-relay",

@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 
 from orchestrator.adapters.db import make_engine
 from orchestrator.adapters.kafka import producer_config
 from orchestrator.adapters.store import SqlStore
-from orchestrator.embedded import free_port
+from orchestrator.embedded import create_topics, free_port
 from orchestrator.records import OutboxMessage
 from orchestrator.runtime.relay import OutboxRelay, RelayResult
 from orchestrator.settings import Settings, load_settings
@@ -203,8 +204,8 @@ def test_publishes_pending_rows_marks_sent_and_starts_tasks(
 def test_permanent_error_fails_the_row_and_its_key_moves_on(
     kafka_bootstrap: str, kafka_topics: Topics, store: SqlStore, db: Db, engine: Engine
 ) -> None:
-    """Tansu creates unknown topics on produce, so `message too large` is the permanent error
-    used here: the producer's `message.max.bytes` is set below the row's size."""
+    """`message too large` is the permanent error used here: the producer's `message.max.bytes`
+    is set below the row's size."""
     topic = kafka_topics("genesis.domain.events")["genesis.domain.events"]
     insert(
         store,
@@ -241,6 +242,29 @@ def test_permanent_error_fails_the_row_and_its_key_moves_on(
         b"k-a": ["a-1", "a-3", "a-4"],
         b"k-b": ["b-1"],
     }
+
+
+def test_missing_topic_is_never_created_by_the_relay_and_its_rows_wait_for_it(
+    kafka_bootstrap: str, store: SqlStore, db: Db, engine: Engine
+) -> None:
+    """A broker that lost its topics (or before `orchestrator topics create`): the relay does not
+    let it create them with its own partition count (Tansu makes four), which would scatter a
+    key over partitions; the rows wait, unfailed, and go out in order once the topic exists."""
+    topic = f"genesis.domain.events.{unique_suffix()}"
+    insert(store, [outbox_row("m-1", topic, "k-1"), outbox_row("m-2", topic, "k-1")])
+    relay = make_relay(engine, make_producer(kafka_bootstrap, timeout_ms=1500), lease_s=5.0)
+    result = relay.run_once()
+    assert (result.sent, result.failed) == (0, 0)
+    assert {r["status"] for r in db.outbox()} == {"PENDING"}
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap, "log_level": 2})
+    assert topic not in admin.list_topics(timeout=10).topics
+
+    create_topics(kafka_bootstrap, [topic], partitions=1)
+    db.exec("UPDATE event_outbox SET next_attempt_at = now()")
+    result = relay.run_once()
+    assert (result.sent, result.failed) == (2, 0)
+    assert by_key(read_topic(kafka_bootstrap, topic, 2)) == {b"k-1": ["m-1", "m-2"]}
+    assert len(admin.list_topics(timeout=10).topics[topic].partitions) == 1
 
 
 def test_transient_error_backs_off_and_holds_the_key(

@@ -290,5 +290,6 @@ def test_relay_producer_keeps_order_with_or_without_idempotence(
     conf = producer_config(load_settings())
     assert expected.items() <= conf.items()
     assert conf["acks"] == "all"
+    assert conf["allow.auto.create.topics"] is False
     # Idempotence keeps order itself with up to five requests in flight (librdkafka's default).
     assert ("max.in.flight.requests.per.connection" in conf) is (value != "true")
