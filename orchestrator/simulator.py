@@ -215,7 +215,8 @@ def run_simulator(
             "heartbeat.interval.ms": settings.kafka_heartbeat_interval_ms,
         }
     )
-    producer = Producer({**common, "linger.ms": 1})
+    # Like every producer of this project, it never lets the broker create a topic its own way.
+    producer = Producer({**common, "linger.ms": 1, "allow.auto.create.topics": False})
     sim = CapabilitySimulator(config, settings.capability_topic)
     log.info("orchestrator_simulator_started", topics=list(topics))
     prefix = getattr(settings, "task_topic_prefix", "")

@@ -403,7 +403,13 @@ class Stack:
     @property
     def producer(self) -> Producer:
         if self._producer is None:
-            self._producer = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 1})
+            self._producer = Producer(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "linger.ms": 1,
+                    "allow.auto.create.topics": False,
+                }
+            )
         return self._producer
 
     def produce(

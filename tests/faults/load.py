@@ -55,6 +55,9 @@ def _producer(bootstrap: str) -> Producer:
             "bootstrap.servers": bootstrap,
             "linger.ms": 1,
             "message.timeout.ms": 10_000,
+            # Input waits for `orchestrator topics create` after a broker restart, as in
+            # production (no auto-creation); the broker would make four partitions.
+            "allow.auto.create.topics": False,
             "log_level": 2,
         }
     )

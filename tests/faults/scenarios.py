@@ -357,6 +357,19 @@ class KafkaRestart(Scenario):
         )
         if failed:
             run.notes["outbox_not_sent"] = [list(map(str, r)) for r in failed]
+        # Nothing may have created a topic before the operator did: the broker would have made
+        # it with its own partition count and scattered each key over partitions.
+        scattered = {t: n for t, n in _partition_counts(run).items() if n != 1}
+        if scattered:
+            problems.append(f"topics not laid out by `topics create`: {scattered}")
+
+
+def _partition_counts(run: Run) -> dict[str, int]:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": run.s.bootstrap, "log_level": 2})
+    found = admin.list_topics(timeout=10).topics
+    return {t: len(found[t].partitions) for t in run.s.output_topics() if t in found}
 
 
 def _db_epoch(run: Run) -> float:
