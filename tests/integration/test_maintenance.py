@@ -104,15 +104,41 @@ def test_redrive_triggers_each_sessions_oldest_stale_row(engine: Engine, db: Db)
 
 def test_redrive_backs_off_with_attempts(engine: Engine, db: Db) -> None:
     """A head row is due after redrive_after_s * 2**attempts (capped at 2**6)."""
-    add_inbox(db, "s-0", "m-0", attempts=0, triggered="40 seconds")  # 30 s: due
-    add_inbox(db, "s-1", "m-1", attempts=1, triggered="40 seconds")  # 60 s: not yet
-    add_inbox(db, "s-2", "m-2", attempts=2, triggered="130 seconds")  # 120 s: due
-    add_inbox(db, "s-3", "m-3", attempts=3, triggered="230 seconds")  # 240 s: not yet
-    add_inbox(db, "s-9", "m-9", attempts=9, triggered="1930 seconds")  # capped 1920 s: due
-    add_inbox(db, "s-8", "m-8", attempts=8, triggered="1900 seconds")  # capped 1920 s: not yet
+
+    def add(session: str, attempts: int, ago: str) -> None:
+        # Triggered on arrival: only the attempts count.
+        add_inbox(db, session, f"m-{session}", attempts=attempts, triggered=ago, received=ago)
+
+    add("s-0", 0, "40 seconds")  # 30 s: due
+    add("s-1", 1, "40 seconds")  # 60 s: not yet
+    add("s-2", 2, "130 seconds")  # 120 s: due
+    add("s-3", 3, "230 seconds")  # 240 s: not yet
+    add("s-9", 9, "1930 seconds")  # capped 1920 s: due
+    add("s-8", 8, "1900 seconds")  # capped 1920 s: not yet
     calls: list[tuple[str, str]] = []
     assert make_maintenance(engine, calls).redrive() == 3
     assert sorted(s for s, _q in calls) == ["s-0", "s-2", "s-9"]
+
+
+def test_redrive_backs_off_with_its_own_redrives(engine: Engine, db: Db) -> None:
+    """A row waits at least as long as it had waited when last triggered (capped at 8 x 30 s),
+    so a row the workers have not reached yet is re-driven at 30, 60, 120, 240 s from its
+    arrival, then every 240 s, not every 30 s."""
+    cases = {
+        # session: (received ago, last triggered ago, due?)
+        "on-arrival": ("40 seconds", "40 seconds", True),  # waited 0 s when triggered: 30 s
+        "once-early": ("50 seconds", "20 seconds", False),  # waited 30 s: 30 s, 20 s so far
+        "twice-early": ("130 seconds", "50 seconds", False),  # waited 80 s: 80 s, 50 s so far
+        "twice-due": ("130 seconds", "90 seconds", True),  # waited 40 s: 40 s, 90 s so far
+        "capped-early": ("3 hours", "230 seconds", False),  # capped at 240 s
+        "capped-due": ("3 hours", "250 seconds", True),
+        "never-triggered": ("40 seconds", None, True),  # its trigger was lost before recorded
+    }
+    for session, (received, triggered, _due) in cases.items():
+        add_inbox(db, session, f"m-{session}", received=received, triggered=triggered)
+    calls: list[tuple[str, str]] = []
+    assert make_maintenance(engine, calls).redrive() == 4
+    assert sorted(s for s, _q in calls) == sorted(s for s, c in cases.items() if c[2])
 
 
 def add_task(db: Db, task_id: str, status: str, deadline: str | None, version: int = 1) -> None:
