@@ -7,6 +7,7 @@ import ssl
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
+from orchestrator.runtime.celery_transport import TRANSPORT
 from orchestrator.runtime.ingester import CAPABILITY_QUEUE, DOMAIN_QUEUE, RELAY_QUEUE
 from orchestrator.settings import Settings
 
@@ -39,6 +40,8 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_on_failure_or_timeout=True,
         task_time_limit=settings.celery_task_time_limit_s,
         task_soft_time_limit=max(1, settings.celery_task_time_limit_s - 10),
+        # kombu's Redis transport with a guard against a crash on connection loss.
+        broker_transport=TRANSPORT,
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         broker_connection_retry_on_startup=True,
