@@ -56,6 +56,7 @@ def test_scenario_once_under_load(name: str, tmp_path: Path) -> None:
 SLOW_RUNS = int(os.environ.get("FAULT_RUNS", "3"))
 SLOW_COMMANDS = int(os.environ.get("FAULT_COMMANDS", "300"))
 SOAK_SECONDS = float(os.environ.get("FAULT_SOAK_SECONDS", "300"))
+SOAK_RATE = float(os.environ.get("FAULT_SOAK_RATE", "15"))
 
 
 @pytest.mark.slow
@@ -75,6 +76,6 @@ def test_scenario_repeated_under_load(name: str, tmp_path: Path) -> None:
 @pytest.mark.timeout(3600)
 def test_soak_memory_flat_and_nothing_lost(tmp_path: Path) -> None:
     seed = random.SystemRandom().randrange(1, 10**6)
-    soak = run_soak(SOAK_SECONDS, 20.0, seed, Options(out_dir=tmp_path))
+    soak = run_soak(SOAK_SECONDS, SOAK_RATE, seed, Options(out_dir=tmp_path))
     print("\n" + "\n".join(soak.lines()))
     assert soak.passed, "\n".join([*soak.lines(), explain(soak.run)])
