@@ -34,7 +34,7 @@ REDRIVE = text(
             secs => greatest(
               :after * power(2, least(h.attempts, 6)),
               least(coalesce(extract(epoch FROM h.triggered_at - h.received_at), 0),
-                    :after * power(2, :growth_cap))))
+                    :growth_max)))
     RETURNING i.session_id, i.topic
     """
 )
@@ -69,7 +69,8 @@ class Maintenance:
 
     def redrive(self) -> int:
         with translate_errors(), self.engine.begin() as conn:
-            params = {"after": self.redrive_after_s, "growth_cap": REDRIVE_GROWTH_CAP}
+            after = self.redrive_after_s
+            params = {"after": after, "growth_max": after * 2**REDRIVE_GROWTH_CAP}
             rows = list(conn.execute(REDRIVE, params))
         for session_id, topic in rows:
             log.warning("orchestrator_inbox_redrive", session_id=session_id, topic=topic)
