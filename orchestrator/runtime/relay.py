@@ -71,6 +71,7 @@ class RelayResult:
     failed: int = 0
     lag_s: list[float] = field(default_factory=list)
     sent_by_kind: dict[str, int] = field(default_factory=dict)
+    missing_topics: list[str] = field(default_factory=list)  # of timed-out deliveries
 
 
 @dataclass
@@ -120,6 +121,9 @@ class OutboxRelay:
         deliveries = self._publish(rows)
         crash_point("relay.after_publish")
         self._settle_within_lease(deliveries, result, claimed_at)
+        result.missing_topics = sorted(self._missing_topics(deliveries))
+        for topic in result.missing_topics:
+            log.error("orchestrator_outbox_topic_missing", topic=topic)
         # A producer whose every delivery fails run after run (fatal state, or a producer id the
         # broker forgot without saying so) is replaced; the rows were backed off meanwhile.
         self._failed_runs = 0 if result.sent else self._failed_runs + 1
@@ -129,6 +133,24 @@ class OutboxRelay:
             self._failed_runs = 0
             self._replace_producer()
         return result
+
+    def _missing_topics(self, deliveries: list[_Delivery]) -> set[str]:
+        """Topics of timed-out deliveries that the broker does not know. The producer never
+        creates a topic and holds such a message until it times out, so the delivery error
+        alone ("Message timed out") would not say why; one metadata request, only on a run
+        that had timeouts, names the topic for the operator (`orchestrator topics create`)."""
+        timed_out = {
+            d.row.topic
+            for d in deliveries
+            if d.error is not None and d.error.code() == KafkaError._MSG_TIMED_OUT
+        }
+        if not timed_out:
+            return set()
+        try:
+            known: set[str] = set(self.producer.list_topics(timeout=1.0).topics)
+        except KafkaException:  # the broker is away: the retries say so already
+            return set()
+        return timed_out - known
 
     def _replace_producer(self) -> None:
         """A fatal error (e.g. UNKNOWN_PRODUCER_ID after the broker lost its state, with

@@ -255,6 +255,7 @@ def test_missing_topic_is_never_created_by_the_relay_and_its_rows_wait_for_it(
     relay = make_relay(engine, make_producer(kafka_bootstrap, timeout_ms=1500), lease_s=5.0)
     result = relay.run_once()
     assert (result.sent, result.failed) == (0, 0)
+    assert result.missing_topics == [topic]  # logged as orchestrator_outbox_topic_missing
     assert {r["status"] for r in db.outbox()} == {"PENDING"}
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap, "log_level": 2})
     assert topic not in admin.list_topics(timeout=10).topics
@@ -262,7 +263,7 @@ def test_missing_topic_is_never_created_by_the_relay_and_its_rows_wait_for_it(
     create_topics(kafka_bootstrap, [topic], partitions=1)
     db.exec("UPDATE event_outbox SET next_attempt_at = now()")
     result = relay.run_once()
-    assert (result.sent, result.failed) == (2, 0)
+    assert (result.sent, result.failed, result.missing_topics) == (2, 0, [])
     assert by_key(read_topic(kafka_bootstrap, topic, 2)) == {b"k-1": ["m-1", "m-2"]}
     assert len(admin.list_topics(timeout=10).topics[topic].partitions) == 1
 
