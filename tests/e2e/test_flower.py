@@ -103,7 +103,12 @@ def test_flower_requires_basic_auth_and_lists_a_live_worker(stack: Stack) -> Non
         assert status == 200, body
         workers: dict[str, Any] = orjson.loads(body)
         found = {n: w for n, w in workers.items() if n.startswith(name_prefix)}
-        return found or None
+        # Flower fills a worker's entry from several broadcasts (stats, active_queues, ...),
+        # each with its own reply timeout: a worker that has only just started can be listed
+        # before its queues reply arrives. Wait for the whole entry, not the first part of it.
+        if not found or not all(w.get("active_queues") for w in found.values()):
+            return None
+        return found
 
     found = wait_for(listed, timeout=40, interval=0.2, message="the worker in /api/workers")
     seen_after = time.monotonic() - started
