@@ -290,5 +290,5 @@ def test_unreachable_services_and_bad_arguments(stack: Stack) -> None:
         "2",
         KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
     )
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 20  # the --timeout holds: it does not hang
     one_line_error(down, 1, "kafka", "127.0.0.1:1")

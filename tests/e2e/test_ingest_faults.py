@@ -592,7 +592,7 @@ def test_sigterm_stops_the_ingester_cleanly_and_a_new_one_resumes(stack: Stack) 
     during = send_character_commands(stack, 3)
     rc, seconds = sigterm(first)
     assert rc == 0, first.tail()
-    assert seconds < 5, f"SIGTERM took {seconds:.1f}s"
+    assert seconds < 15, f"SIGTERM took {seconds:.1f}s"
     assert "orchestrator_ingester_stopped" in first.log.read_text(errors="replace")
     last_before = max(sent.offsets[s][2] for s in before)
     assert committed_offset(stack, stack.domain_topic) > last_before
@@ -652,7 +652,7 @@ def test_sigterm_stops_the_ingester_while_the_database_is_down(stack: Stack) -> 
         start = time.monotonic()
         os.kill(first.pid, signal.SIGTERM)
         try:
-            rc = first.popen.wait(5)
+            rc = first.popen.wait(15)
         except subprocess.TimeoutExpired:
             rc = None
         seconds = time.monotonic() - start

@@ -56,7 +56,12 @@ def test_metrics_count_what_was_processed(stack: Stack) -> None:
     def worker_counts() -> dict[str, float] | None:
         m = scrape(worker_port)
         done = m.get('orchestrator_messages_processed_total{kind="capability",status="processed"}')
-        return m if done == 10 else None  # 5 generations + 5 reviews
+        # The relay counts a publish after its SENT commit: wait for the counter to catch up.
+        published = sum(
+            v for k, v in m.items() if k.startswith("orchestrator_outbox_published_total{")
+        )
+        sent = stack.scalar("SELECT count(*) FROM event_outbox WHERE status = 'SENT'")
+        return m if done == 10 and published == sent else None  # 5 generations + 5 reviews
 
     w = wait_for(
         worker_counts,

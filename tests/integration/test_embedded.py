@@ -131,7 +131,7 @@ def test_kafka_starts_answers_and_stops() -> None:
     elapsed = time.monotonic() - began
     try:
         assert bootstrap == f"127.0.0.1:{kafka.port}"
-        assert elapsed < 5, f"Tansu took {elapsed:.2f}s to start"
+        assert elapsed < 20, f"Tansu took {elapsed:.2f}s to start"
         pid = kafka.pid
         assert pid is not None
         assert kafka.pids == [pid]
@@ -156,7 +156,7 @@ def test_postgres_starts_answers_and_stops() -> None:
         url = pg.url
         assert make_url(url).database == "embedded_check"
         assert make_url(url).host == "127.0.0.1"
-        assert pg.startup_seconds is not None and pg.startup_seconds < 10
+        assert pg.startup_seconds is not None and pg.startup_seconds < 30
         assert _sql(url, "CREATE TABLE t (id int PRIMARY KEY, body bytea)") == []
         _sql(url, "INSERT INTO t VALUES (1, '\\x00ff'::bytea)")
         assert _sql(url, "SELECT id, length(body) FROM t") == [(1, 2)]
@@ -212,7 +212,7 @@ def test_stack_starts_all_three_and_stops_every_process() -> None:
             "REDIS_URL": stack.redis.url,
         }
         assert len(set(stack.pids)) == 3
-        assert elapsed < 15, f"stack took {elapsed:.2f}s to start"
+        assert elapsed < 60, f"stack took {elapsed:.2f}s to start"
         assert _sql(endpoints.database_url, "SELECT 1") == [(1,)]
         client = redis.Redis.from_url(endpoints.redis_url)
         try:
