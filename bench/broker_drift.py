@@ -9,6 +9,8 @@ message is constant shows a flat column.
 
     python -m bench.broker_drift                         # 80 messages/s for 240 s
     python -m bench.broker_drift --rate 40 --seconds 120
+    python -m bench.broker_drift --groups 0           # producers only
+    python -m bench.broker_drift --no-commit          # consumers that commit no offsets
 
 Embedded Tansu (memory storage) by default; `--bootstrap HOST:PORT --broker-pid PID` measures
 another broker on loopback (the topics are created with a unique prefix and left behind).
@@ -42,6 +44,7 @@ class Traffic:
     rate: float
     producers: int
     groups: int
+    commit: bool = True
     stop: threading.Event = field(default_factory=threading.Event)
     consumed: int = 0
     produced: int = 0
@@ -111,7 +114,8 @@ class Traffic:
                 if messages:
                     with self._lock:
                         self.consumed += len(messages)
-                    consumer.commit(asynchronous=False)
+                    if self.commit:
+                        consumer.commit(asynchronous=False)
         finally:
             consumer.close()
 
@@ -135,7 +139,9 @@ def measure(
     prefix = f"drift.{uuid.uuid4().hex[:8]}"
     topics = [f"{prefix}.t{i}" for i in range(args.topics)]
     create(bootstrap, topics)
-    traffic = Traffic(bootstrap, topics, args.rate, args.producers, args.groups)
+    traffic = Traffic(
+        bootstrap, topics, args.rate, args.producers, args.groups, commit=not args.no_commit
+    )
     threads = traffic.consumer_threads()
     for t in threads:
         t.start()
@@ -173,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--topics", type=int, default=7)
     parser.add_argument("--producers", type=int, default=4)
-    parser.add_argument("--groups", type=int, default=3)
+    parser.add_argument("--groups", type=int, default=3, help="consumer groups; 0: none")
+    parser.add_argument("--no-commit", action="store_true", help="consumers commit no offsets")
     parser.add_argument("--bootstrap", help="measure this broker instead of an embedded one")
     parser.add_argument("--broker-pid", type=int, help="its process, for the CPU figures")
     args = parser.parse_args(argv)
