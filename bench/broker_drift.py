@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 
 import psutil
 from confluent_kafka import Consumer, Producer
-from confluent_kafka import admin as kafka_admin
 
-from orchestrator.embedded import EmbeddedKafka
+from orchestrator.embedded import EmbeddedKafka, create_topics
 
 VALUE = b"x" * 900  # about the size of a fact or a capability message
 
@@ -120,13 +119,6 @@ class Traffic:
             consumer.close()
 
 
-def create(bootstrap: str, names: Sequence[str]) -> None:
-    admin = kafka_admin.AdminClient({"bootstrap.servers": bootstrap})
-    new = [kafka_admin.NewTopic(n, 1, 1) for n in names]  # type: ignore[attr-defined]
-    for future in admin.create_topics(new).values():
-        future.result(15)
-
-
 def cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
@@ -138,7 +130,7 @@ def measure(
     """(elapsed s, broker CPU s in the interval, messages sent so far) per interval."""
     prefix = f"drift.{uuid.uuid4().hex[:8]}"
     topics = [f"{prefix}.t{i}" for i in range(args.topics)]
-    create(bootstrap, topics)
+    create_topics(bootstrap, topics)
     traffic = Traffic(
         bootstrap, topics, args.rate, args.producers, args.groups, commit=not args.no_commit
     )
