@@ -168,4 +168,4 @@ def _add(total: RelayResult, r: RelayResult) -> None:
     total.lag_s.extend(r.lag_s)
     for k, v in r.sent_by_kind.items():
         total.sent_by_kind[k] = total.sent_by_kind.get(k, 0) + v
-    total.missing_topics.extend(t for t in r.missing_topics if t not in total.missing_topics)
+    total.missing_topics = sorted({*total.missing_topics, *r.missing_topics})
