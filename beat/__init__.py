@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.runtime.celery_app import (
+from orchestrator.adapters.celery.app import (
     PRUNE_TASK,
     REDRIVE_TASK,
     RELAY_TICK_TASK,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import psutil
 from confluent_kafka import Consumer, Producer
 
-from orchestrator.embedded import EmbeddedKafka, create_topics
+from orchestrator.devtools.embedded import EmbeddedKafka, create_topics
 
 VALUE = b"x" * 900  # about the size of a fact or a capability message
 

@@ -37,12 +37,12 @@ Sample = tuple[bytes, list[tuple[str, str | bytes | None]]]
 
 def _pg_worker(url: str, n: int, tag: str, ready: Any, go: Any, results: Any) -> None:
     """One process: `n` commands, each its own session, through `process_message`."""
-    from orchestrator.adapters.db import make_engine
-    from orchestrator.adapters.store import SqlStore
-    from orchestrator.agent import OrchestratorAgent
-    from orchestrator.envelopes import RawMessage
-    from orchestrator.logs import configure_logging
-    from orchestrator.records import Status
+    from orchestrator.adapters.postgres.engine import make_engine
+    from orchestrator.adapters.postgres.store import SqlStore
+    from orchestrator.core.inbound import RawMessage
+    from orchestrator.core.records import Status
+    from orchestrator.observability.logs import configure_logging
+    from orchestrator.service.process_message import OrchestratorAgent
 
     configure_logging("WARNING")
     engine = make_engine(url)
@@ -107,7 +107,7 @@ def pg_txn_per_s(url: str, n: int, processes: Sequence[int] = (1, 2, 4)) -> PgLi
 
 def outbox_samples(url: str) -> list[Sample]:
     """One fact and one capability message as the orchestrator stored them (bytes, headers)."""
-    from orchestrator.adapters.store import decode_headers
+    from orchestrator.adapters.postgres.store import decode_headers
 
     engine = create_engine(url, poolclass=NullPool)
     try:
@@ -200,7 +200,7 @@ def celery_noop_tasks_per_s(
     """Send `n` noop tasks to `queue` and wait until the running workers have executed them
     all: the queue is empty and no message is unacknowledged, on three polls in a row (the
     first of them is the completion time)."""
-    from orchestrator.runtime.celery_app import NOOP_TASK
+    from orchestrator.adapters.celery.app import NOOP_TASK
 
     _wait_quiet(redis_client, queue, timeout_s)
     start = time.perf_counter()

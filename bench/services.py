@@ -23,8 +23,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from orchestrator.adapters.db import upgrade
-from orchestrator.embedded import EmbeddedStack
+from orchestrator.adapters.postgres.engine import upgrade
+from orchestrator.devtools.embedded import EmbeddedStack
 
 
 class ServiceError(RuntimeError):

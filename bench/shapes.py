@@ -340,7 +340,7 @@ class ShapeRun:
             run_closed(tracker, producer, warm, WARMUP_COMMANDS, READY_TIMEOUT_S, check, recover)
             self.wait_workers_ready()
 
-            from orchestrator.runtime.celery_app import make_celery
+            from orchestrator.adapters.celery.app import make_celery
 
             app = make_celery(settings)
             servers = self.services.server_pids()
@@ -421,7 +421,7 @@ class ShapeRun:
     def collect_profiles(self, app: Any) -> None:
         """Ask every pool process to write its profile (bench.profiled_worker) and wait."""
         from bench.profiling import DUMP_FLAG
-        from orchestrator.runtime.celery_app import NOOP_TASK
+        from orchestrator.adapters.celery.app import NOOP_TASK
 
         assert self.opts.profile_dir is not None
         flag = self.opts.profile_dir / DUMP_FLAG

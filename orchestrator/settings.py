@@ -16,7 +16,7 @@ import yaml
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from orchestrator.errors import ConfigurationError
+from orchestrator.core.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     relay_lease_s: float = Field(30.0, gt=0)
     relay_message_timeout_ms: int = Field(15_000, ge=1000)
     relay_linger_ms: int = Field(2, ge=0)
-    # Off by default: see `orchestrator.adapters.kafka.producer_config`.
+    # Off by default: see `orchestrator.adapters.kafka.clients.producer_config`.
     relay_idempotence: bool = False
     relay_backoff_base_s: float = Field(0.5, gt=0)
     relay_backoff_max_s: float = Field(30.0, gt=0)

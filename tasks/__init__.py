@@ -18,11 +18,7 @@ if os.environ.get("ORCHESTRATOR_METRICS_PORT", "0") not in ("", "0"):
 from celery import signals
 
 import beat
-from orchestrator.adapters.redis_state import REDIS_ERRORS
-from orchestrator.cli.startup import settings_or_exit
-from orchestrator.errors import TransientError
-from orchestrator.logs import bound, configure_logging
-from orchestrator.runtime.celery_app import (
+from orchestrator.adapters.celery.app import (
     DRAIN_TASK,
     NOOP_TASK,
     PRUNE_TASK,
@@ -32,7 +28,11 @@ from orchestrator.runtime.celery_app import (
     TIMEOUT_TASK,
     make_celery,
 )
-from orchestrator.runtime.container import Container
+from orchestrator.adapters.redis.state import REDIS_ERRORS
+from orchestrator.bootstrap import Container
+from orchestrator.cli.startup import settings_or_exit
+from orchestrator.core.errors import TransientError
+from orchestrator.observability.logs import bound, configure_logging
 
 settings = settings_or_exit()
 app = make_celery(settings)
@@ -60,7 +60,7 @@ def _setup_logging(**_: Any) -> None:
 def _serve_metrics(**_: Any) -> None:
     """The worker's parent serves the children's aggregated metrics (if a port is set)."""
     if settings.metrics_port:
-        from orchestrator.metrics import serve
+        from orchestrator.observability.metrics import serve
 
         serve(settings.metrics_port, container().engine)
 

@@ -9,8 +9,8 @@ Kafka
 PostgreSQL
     The machine's shared server (`pg_admin_url`, `TEST_PG_ADMIN_URL` to override); it is never
     stopped or reconfigured. `template_database_url` (session) is one database holding the
-    schema (`orchestrator.adapters.db.create_schema(url)` when that function exists, else
-    empty); `database_url` (function) is a fresh clone of it (`CREATE DATABASE ... TEMPLATE`,
+    schema (`orchestrator.adapters.postgres.engine.create_schema(url)` when that function exists,
+    else empty); `database_url` (function) is a fresh clone of it (`CREATE DATABASE ... TEMPLATE`,
     fast), dropped after the test. `fresh_database_url` (session) is the factory behind it, for
     tests that need more than one database. Every database is named `orch_test_*`.
 
@@ -40,8 +40,8 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
-from orchestrator.embedded import EmbeddedKafka, create_topics
-from tests.helpers import DATABASE_PREFIX, REDIS_LOCK_KEY, DatabaseFactory, unique_suffix
+from orchestrator.devtools.embedded import EmbeddedKafka, create_topics
+from tests.support.helpers import DATABASE_PREFIX, REDIS_LOCK_KEY, DatabaseFactory, unique_suffix
 
 DEFAULT_PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
@@ -96,18 +96,18 @@ def pg_admin_url() -> str:
 
 
 def _schema_hook() -> Callable[[str], object] | None:
-    """`orchestrator.adapters.db.create_schema` when that module and function exist.
+    """`orchestrator.adapters.postgres.engine.create_schema` when that module and function exist.
 
     A missing module means "no schema yet"; a module that exists but fails to import is a bug
     and its error propagates.
     """
     try:
-        spec = importlib.util.find_spec("orchestrator.adapters.db")
+        spec = importlib.util.find_spec("orchestrator.adapters.postgres.engine")
     except ModuleNotFoundError:
         return None
     if spec is None:
         return None
-    module = importlib.import_module("orchestrator.adapters.db")
+    module = importlib.import_module("orchestrator.adapters.postgres.engine")
     hook = getattr(module, "create_schema", None)
     return hook if callable(hook) else None
 

@@ -25,19 +25,23 @@ from rich.text import Text
 
 from orchestrator.cli.main import app
 from orchestrator.cli.startup import fail, settings_or_exit
-from orchestrator.errors import Category, OrchestratorError
-from orchestrator.logs import configure_logging, redact_text
-from orchestrator.records import OutboxState, TaskState
+from orchestrator.core.errors import DEAD_LETTER_CATEGORIES, OrchestratorError
+from orchestrator.core.records import (
+    DEAD_LETTER_STATES,
+    OUTBOX_STATES,
+    TASK_STATES,
+)
+from orchestrator.observability.logs import configure_logging, redact_text
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:  # the database layer is imported by the commands that use it, not at start-up
-    from orchestrator.operations import (
+    from orchestrator.bootstrap import Container
+    from orchestrator.service.operator_queries import (
         DeadLetterDetail,
         Operations,
         ReplayResult,
         TimelineEntry,
     )
-    from orchestrator.runtime.container import Container
 
 outbox_app = typer.Typer(
     help="The outbox: what waits, what failed, what was sent; re-drive FAILED rows."
@@ -50,10 +54,6 @@ app.add_typer(outbox_app, name="outbox")
 app.add_typer(dead_letters_app, name="dead-letters")
 
 COMMAND_EVENT_TYPE = "Genesis.Session.Command.Received"
-TASK_STATES = tuple(s.value for s in TaskState)
-OUTBOX_STATES = tuple(s.value for s in OutboxState)
-DEAD_LETTER_STATES = ("OPEN", "REPLAYED", "DISCARDED")
-DEAD_LETTER_CATEGORIES = tuple(c.value for c in Category)
 JSON_HELP = "Print one JSON document instead of a table."
 
 
@@ -83,7 +83,7 @@ def guard(what: str) -> Iterator[None]:
     from redis.exceptions import RedisError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from orchestrator.operations import OperationRefused
+    from orchestrator.service.operator_queries import OperationRefused
 
     try:
         yield
@@ -102,8 +102,8 @@ def guard(what: str) -> Iterator[None]:
 
 @contextmanager
 def operations(settings: Settings) -> Iterator[Operations]:
-    from orchestrator.adapters.db import make_engine
-    from orchestrator.operations import Operations
+    from orchestrator.adapters.postgres.engine import make_engine
+    from orchestrator.service.operator_queries import Operations
 
     engine = make_engine(settings.database_url, pool_size=1, max_overflow=1)
     try:
@@ -154,8 +154,8 @@ def dash(value: object) -> str:
 
 
 def container(settings: Settings) -> Container:
-    from orchestrator.runtime.celery_app import make_celery
-    from orchestrator.runtime.container import Container
+    from orchestrator.adapters.celery.app import make_celery
+    from orchestrator.bootstrap import Container
 
     return Container(settings, make_celery(settings))
 
@@ -514,7 +514,7 @@ def dead_letters_replay(
         usage_error("dead-letters replay: --category goes with --all")
     cat = choice("--category", category, DEAD_LETTER_CATEGORIES)
     settings = _settings()
-    from orchestrator.operations import Operations
+    from orchestrator.service.operator_queries import Operations
 
     c = container(settings)
     results: list[ReplayResult] = []
@@ -749,7 +749,7 @@ def _produce(
 ) -> None:
     from confluent_kafka import KafkaError
 
-    from orchestrator.adapters.kafka import make_producer
+    from orchestrator.adapters.kafka.clients import make_producer
 
     timeout_ms = max(1000, int(timeout * 1000))
     producer = make_producer(

@@ -1,6 +1,6 @@
 """`orchestrator demo` (registered on the `orchestrator` app when the CLI starts).
 
-The logic lives in `orchestrator.demo`; this is the command line around it.
+The logic lives in `orchestrator.devtools.demo`; this is the command line around it.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def demo(
     Uses the configured PostgreSQL, Redis and Kafka when all three answer, otherwise starts
     embedded ones from pip wheels. Stops everything it started, also on Ctrl-C.
     """
-    from orchestrator.demo import DemoOptions, parse_scores, run_demo
+    from orchestrator.devtools.demo import DemoOptions, parse_scores, run_demo
 
     try:
         score_list = parse_scores(scores)

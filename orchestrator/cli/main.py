@@ -15,7 +15,8 @@ from typing import Any
 import typer
 
 from orchestrator.cli.startup import fail, settings_or_exit
-from orchestrator.logs import configure_logging, redact_text
+from orchestrator.core.catalogue import task_topics
+from orchestrator.observability.logs import configure_logging, redact_text
 from orchestrator.settings import Settings
 
 app = typer.Typer(
@@ -27,8 +28,6 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics.")
 app.add_typer(db_app, name="db")
 app.add_typer(topics_app, name="topics")
-
-TASK_TOPIC_BASES = ("character", "outline", "world", "plot", "writer", "review")
 
 
 def _settings() -> Settings:
@@ -44,7 +43,7 @@ def service_errors(what: str) -> Iterator[None]:
     from redis.exceptions import RedisError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from orchestrator.errors import OrchestratorError
+    from orchestrator.core.errors import OrchestratorError
 
     try:
         yield
@@ -71,7 +70,7 @@ def stop_on_signals() -> threading.Event:
 
 
 def all_topics(settings: Settings) -> list[str]:
-    tasks = [f"{settings.task_topic_prefix}genesis.{base}.tasks" for base in TASK_TOPIC_BASES]
+    tasks = task_topics(settings.task_topic_prefix)
     return sorted(
         {
             *settings.topics_to_consume(),
@@ -87,7 +86,7 @@ def all_topics(settings: Settings) -> list[str]:
 def db_upgrade() -> None:
     """Apply the database migrations (idempotent)."""
     settings = _settings()
-    from orchestrator.adapters.db import upgrade
+    from orchestrator.adapters.postgres.engine import upgrade
 
     with service_errors("db upgrade"):
         upgrade(settings.database_url)
@@ -98,7 +97,7 @@ def db_upgrade() -> None:
 def topics_create() -> None:
     """Create every topic the orchestrator reads or writes (idempotent)."""
     settings = _settings()
-    from orchestrator.adapters.kafka import create_topics
+    from orchestrator.adapters.kafka.clients import create_topics
 
     with service_errors("topics create"):
         created = create_topics(settings, all_topics(settings), settings.topic_partitions)
@@ -106,8 +105,8 @@ def topics_create() -> None:
 
 
 def _container(settings: Settings) -> Any:
-    from orchestrator.runtime.celery_app import make_celery
-    from orchestrator.runtime.container import Container
+    from orchestrator.adapters.celery.app import make_celery
+    from orchestrator.bootstrap import Container
 
     return Container(settings, make_celery(settings))
 
@@ -116,8 +115,8 @@ def _container(settings: Settings) -> Any:
 def ingest() -> None:
     """Consume the configured topics into the inbox and trigger the Celery workers."""
     settings = _settings()
-    from orchestrator.adapters.kafka import make_consumer
-    from orchestrator.runtime.ingester import WORK_QUEUES
+    from orchestrator.adapters.kafka.clients import make_consumer
+    from orchestrator.service.ingest import WORK_QUEUES
 
     stop = stop_on_signals()
     c = _container(settings)
@@ -166,7 +165,7 @@ def simulate(
 ) -> None:
     """Answer capability tasks like the real services would (tests, demo, benchmark)."""
     settings = _settings()
-    from orchestrator.simulator import SimulatorConfig, run_simulator
+    from orchestrator.devtools.simulator import SimulatorConfig, run_simulator
 
     try:
         score_list = [float(s) for s in scores.split(",") if s.strip()]
@@ -187,7 +186,7 @@ def simulate(
 
 def _serve_metrics(settings: Settings, engine: Any = None) -> None:
     if settings.metrics_port:
-        from orchestrator.metrics import serve
+        from orchestrator.observability.metrics import serve
 
         serve(settings.metrics_port, engine)
 

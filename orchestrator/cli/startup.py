@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any, NoReturn
 
-from orchestrator.errors import ConfigurationError
-from orchestrator.logs import redact_text
+from orchestrator.core.errors import ConfigurationError
+from orchestrator.observability.logs import redact_text
 from orchestrator.settings import Settings, load_settings
 
 

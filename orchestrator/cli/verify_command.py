@@ -1,8 +1,8 @@
 """`orchestrator verify` (registered on the `orchestrator` app when the CLI starts).
 
-Checks the database's invariants (`orchestrator.verify`) and prints what is wrong, message by
-message: exit 0 when every invariant holds, 1 otherwise (or when the database is unreachable),
-2 on a bad setting.
+Checks the database's invariants (`orchestrator.devtools.verify`) and prints what is wrong,
+message by message: exit 0 when every invariant holds, 1 otherwise (or when the database is
+unreachable), 2 on a bad setting.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import typer
 
 from orchestrator.cli.main import _settings, app
 from orchestrator.cli.startup import fail
-from orchestrator.errors import OrchestratorError
-from orchestrator.logs import redact_text
+from orchestrator.core.errors import OrchestratorError
+from orchestrator.observability.logs import redact_text
 
 
 @app.command("verify")
@@ -32,8 +32,8 @@ def verify_command(
     settings = _settings()
     from sqlalchemy.exc import SQLAlchemyError
 
-    from orchestrator.adapters.db import make_engine
-    from orchestrator.verify import verify
+    from orchestrator.adapters.postgres.engine import make_engine
+    from orchestrator.devtools.verify import verify
 
     engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
     try:

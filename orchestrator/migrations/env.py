@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from orchestrator.adapters.models import Base
+from orchestrator.adapters.postgres.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

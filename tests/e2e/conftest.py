@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Stack
+from tests.support.harness import Stack
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import time
 import uuid
 from typing import Any
 
-from tests.e2e.harness import Stack
-from tests.helpers import wait_for
+from tests.support.harness import Stack
+from tests.support.helpers import wait_for
 
 CHAR_REQ = "Character.Design.GenerationRequested"
 REVIEW_REQ = "Review.Quality.EvaluationRequested"

@@ -22,7 +22,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from orchestrator.demo import (
+from orchestrator.devtools.demo import (
     DemoTopics,
     Event,
     SessionPlan,
@@ -32,7 +32,7 @@ from orchestrator.demo import (
     parse_scores,
     plain_event_line,
 )
-from tests.helpers import wait_for
+from tests.support.helpers import wait_for
 
 ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
 DEMO_TIMEOUT_S = 240.0

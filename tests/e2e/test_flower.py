@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
-from tests.e2e.harness import ALL_QUEUES, BIN, Proc, Stack
-from tests.helpers import wait_for
+from tests.support.harness import ALL_QUEUES, BIN, Proc, Stack
+from tests.support.helpers import wait_for
 
 # Several users, comma-separated, as docker-compose.yml documents for FLOWER_BASIC_AUTH.
 USERS = "user:secret,ops:other-secret"

@@ -27,9 +27,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from orchestrator.simulator import Answer, CapabilitySimulator, SimulatorConfig
-from tests.e2e.harness import Proc, RawTail, Stack, command, message_id
-from tests.helpers import wait_for
+from orchestrator.devtools.simulator import Answer, CapabilitySimulator, SimulatorConfig
+from tests.support.harness import Proc, RawTail, Stack, command, message_id
+from tests.support.helpers import wait_for
 
 CHARACTER_FACTS = ["Character.Requested", "Character.Proposed", "Character.Confirmed"]
 COMMAND_TYPE = "Genesis.Session.Command.Received"

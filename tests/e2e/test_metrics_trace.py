@@ -9,9 +9,9 @@ import uuid
 
 import orjson
 
-from orchestrator.embedded import free_port
-from tests.e2e.harness import Stack, command
-from tests.helpers import wait_for
+from orchestrator.devtools.embedded import free_port
+from tests.support.harness import Stack, command
+from tests.support.helpers import wait_for
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.embedded import LOOPBACK, EmbeddedKafka
-from tests.e2e.harness import Proc, Record, Stack, gone, pool_children
-from tests.e2e.tcp_proxy import TcpProxy
-from tests.helpers import wait_for
+from orchestrator.devtools.embedded import LOOPBACK, EmbeddedKafka
+from tests.support.harness import Proc, Record, Stack, gone, pool_children
+from tests.support.helpers import wait_for
+from tests.support.tcp_proxy import TcpProxy
 
 WORK_QUEUES = "orchestrator.domain,orchestrator.capability"
 RELAY_QUEUE = "orchestrator.relay"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from tests.e2e.harness import Stack
-from tests.helpers import wait_for
+from tests.support.harness import Stack
+from tests.support.helpers import wait_for
 
 CHARACTER_FACTS = [
     "Character.Requested",

@@ -13,8 +13,8 @@ import orjson
 import redis
 from sqlalchemy import text
 
-from tests.e2e.harness import Proc, Record, Stack, gone, pool_children
-from tests.helpers import wait_for
+from tests.support.harness import Proc, Record, Stack, gone, pool_children
+from tests.support.helpers import wait_for
 
 FULL_CHARACTER = ["Character.Requested", "Character.Proposed", "Character.Confirmed"]
 WORK_QUEUES = ("orchestrator.domain", "orchestrator.capability")

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from tests.e2e.harness import command
+from tests.support.harness import command
 
 # (command type, payload, weight): generations of five kinds and stage validations.
 COMMAND_MIX: tuple[tuple[str, dict[str, Any], int], ...] = (

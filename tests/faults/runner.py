@@ -9,8 +9,8 @@ process again when it exits (as `restart: unless-stopped` does in docker-compose
 
 A steady stream of commands across many sessions goes in while the simulator answers; the
 scenario injects its fault at a random moment (seeded); then the run waits until the pipeline has
-settled (deadline), checks the invariants (`orchestrator.verify`) and reads every topic to the
-end. It counts: messages, lost commands, duplicated effects, Kafka redeliveries (same id),
+settled (deadline), checks the invariants (`orchestrator.devtools.verify`) and reads every topic to
+the end. It counts: messages, lost commands, duplicated effects, Kafka redeliveries (same id),
 dead letters, unexpected process exits and the time to recover.
 """
 
@@ -35,11 +35,11 @@ import psutil
 from sqlalchemy import text
 
 from bench.procs import stop_together
-from orchestrator.adapters.store import decode_headers
-from orchestrator.verify import Code, ExpectedInput, verify
-from tests.e2e.harness import ALL_QUEUES, BIN, Proc, RawTail, Stack, header
+from orchestrator.adapters.postgres.store import decode_headers
+from orchestrator.devtools.verify import Code, ExpectedInput, verify
 from tests.faults.load import Load, Sent, Tap
 from tests.faults.servers import RestartableKafka, RestartablePostgres, RestartableRedis
+from tests.support.harness import ALL_QUEUES, BIN, Proc, RawTail, Stack, header
 
 if TYPE_CHECKING:
     from tests.faults.scenarios import Scenario

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import orjson
 import psutil
 
-from orchestrator.verify import Code, Problem
+from orchestrator.devtools.verify import Code, Problem
 from tests.faults.load import Sent
 from tests.faults.runner import RELAY_QUEUE, TIMED_OUT, WORK_QUEUES, Run, pool_children
 

@@ -1,9 +1,10 @@
 """Embedded servers that can be killed and started again at the same address.
 
-The embedded servers of `orchestrator.embedded` start on a free port; the fault scenarios need
-to restart one at the *same* port (clients keep their configured address): Redis killed and
-started empty, PostgreSQL stopped in "immediate" mode (SIGQUIT, what `pg_ctl stop -m immediate`
-sends) and started on the same data directory, Tansu killed and started with an empty memory.
+The embedded servers of `orchestrator.devtools.embedded` start on a free port; the fault
+scenarios need to restart one at the *same* port (clients keep their configured address):
+Redis killed and started empty, PostgreSQL stopped in "immediate" mode (SIGQUIT, what
+`pg_ctl stop -m immediate` sends) and started on the same data directory, Tansu killed and
+started with an empty memory.
 Each process is signalled by the PID started here, never by name.
 """
 
@@ -15,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from orchestrator.embedded import (
+from orchestrator.devtools.embedded import (
     DEFAULT_STOP_TIMEOUT,
     EmbeddedKafka,
     EmbeddedPostgres,

@@ -17,18 +17,17 @@ import orjson
 import pytest
 from sqlalchemy import Engine
 
-from orchestrator import ids
-from orchestrator.adapters.db import make_engine
-from orchestrator.adapters.store import SqlStore, SqlTransaction
-from orchestrator.agent import AgentConfig, OrchestratorAgent
-from orchestrator.envelopes import RawMessage
-from orchestrator.errors import StaleVersion
-from orchestrator.outgoing import inbox_dead_letter_id, raw_dead_letter_id
-from orchestrator.planning import MessageRow
-from orchestrator.records import NewInbox, Outcome, Status
-from orchestrator.runtime.maintenance import Maintenance
-from tests.helpers import DatabaseFactory, wait_for
-from tests.integration.conftest import (
+from orchestrator.adapters.postgres.engine import make_engine
+from orchestrator.adapters.postgres.store import SqlStore, SqlTransaction
+from orchestrator.core import ids
+from orchestrator.core.errors import StaleVersion
+from orchestrator.core.inbound import RawMessage
+from orchestrator.core.outbound import inbox_dead_letter_id, raw_dead_letter_id
+from orchestrator.core.plan import MessageRow
+from orchestrator.core.records import NewInbox, Outcome, Status
+from orchestrator.service.maintenance import Maintenance
+from orchestrator.service.process_message import AgentConfig, OrchestratorAgent
+from tests.support.db import (
     CAPABILITY_TOPIC,
     DLQ_TOPIC,
     DOMAIN_TOPIC,
@@ -37,6 +36,7 @@ from tests.integration.conftest import (
     Db,
     Wire,
 )
+from tests.support.helpers import DatabaseFactory, wait_for
 
 CHAR_REQ = "Character.Design.GenerationRequested"
 REVIEW_REQ = "Review.Quality.EvaluationRequested"

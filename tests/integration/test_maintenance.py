@@ -7,9 +7,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
-from orchestrator import ids
-from orchestrator.runtime.maintenance import Maintenance
-from tests.integration.conftest import CAPABILITY_TOPIC, DOMAIN_TOPIC, EMPTY_COUNTS, Db
+from orchestrator.core import ids
+from orchestrator.service.maintenance import Maintenance
+from tests.support.db import CAPABILITY_TOPIC, DOMAIN_TOPIC, EMPTY_COUNTS, Db
 
 TIMED_OUT = "Genesis.Session.AsyncTask.TimedOut"
 QUEUES = {DOMAIN_TOPIC: "orchestrator.domain", CAPABILITY_TOPIC: "orchestrator.capability"}

@@ -1,6 +1,6 @@
-"""The operator queries and actions (`orchestrator.operations`) on a real PostgreSQL filled by the
-agent itself: trace, tasks, outbox and its re-drive, dead letters (show, replay, discard) and
-the pipeline figures."""
+"""The operator queries and actions (`orchestrator.service.operator_queries`) on a real
+PostgreSQL filled by the message processor itself: trace, tasks, outbox and its re-drive,
+dead letters (show, replay, discard) and the pipeline figures."""
 
 from __future__ import annotations
 
@@ -12,18 +12,19 @@ import orjson
 import pytest
 from sqlalchemy import Engine
 
-from orchestrator import ids
-from orchestrator.adapters.store import SqlStore
-from orchestrator.agent import AgentConfig, OrchestratorAgent
-from orchestrator.command_strategies import (
+from orchestrator.adapters.postgres.store import SqlStore
+from orchestrator.core import ids
+from orchestrator.core.catalogue import task_topic
+from orchestrator.core.command_strategies import (
     CommandMapping,
     CommandStrategy,
     CommandStrategyRegistry,
     default_registry,
 )
-from orchestrator.envelopes import RawMessage
-from orchestrator.message_factory import capability_request, task_topic
-from orchestrator.operations import (
+from orchestrator.core.inbound import RawMessage
+from orchestrator.core.records import NewInbox, Outcome, Status
+from orchestrator.core.wire import capability_request
+from orchestrator.service.operator_queries import (
     DeadLetterRow,
     HeaderView,
     OperationRefused,
@@ -33,8 +34,8 @@ from orchestrator.operations import (
     TimelineEntry,
     ms_between,
 )
-from orchestrator.records import NewInbox, Outcome, Status
-from tests.integration.conftest import (
+from orchestrator.service.process_message import AgentConfig, OrchestratorAgent
+from tests.support.db import (
     CAPABILITY_TOPIC,
     DLQ_TOPIC,
     DOMAIN_TOPIC,
@@ -886,13 +887,3 @@ def test_stats_over_a_window(store: SqlStore, db: Db, wire: type[Wire], ops: Ope
     assert doc["at"].endswith("Z")
     with pytest.raises(OperationRefused, match="positive"):
         ops.stats(0)
-
-
-def test_cli_choices_match_the_operations() -> None:
-    from orchestrator import operations
-    from orchestrator.cli import commands
-
-    assert commands.TASK_STATES == operations.TASK_STATES
-    assert commands.OUTBOX_STATES == operations.OUTBOX_STATES
-    assert commands.DEAD_LETTER_STATES == operations.DEAD_LETTER_STATES
-    assert commands.DEAD_LETTER_CATEGORIES == operations.DEAD_LETTER_CATEGORIES

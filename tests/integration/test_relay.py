@@ -15,15 +15,15 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 
-from orchestrator.adapters.db import make_engine
-from orchestrator.adapters.kafka import producer_config
-from orchestrator.adapters.store import SqlStore
-from orchestrator.embedded import create_topics, free_port
-from orchestrator.records import OutboxMessage
-from orchestrator.runtime.relay import OutboxRelay, RelayResult
+from orchestrator.adapters.kafka.clients import producer_config
+from orchestrator.adapters.postgres.engine import make_engine
+from orchestrator.adapters.postgres.store import SqlStore
+from orchestrator.core.records import OutboxMessage
+from orchestrator.devtools.embedded import create_topics, free_port
+from orchestrator.service.relay import OutboxRelay, RelayResult
 from orchestrator.settings import Settings, load_settings
-from tests.helpers import unique_suffix
-from tests.integration.conftest import Db
+from tests.support.db import Db
+from tests.support.helpers import unique_suffix
 
 Topics = Callable[..., dict[str, str]]
 

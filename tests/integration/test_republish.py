@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 
-from orchestrator.adapters.store import SqlStore
-from orchestrator.agent import OrchestratorAgent
-from orchestrator.operations import OperationRefused, Operations
-from tests.integration.conftest import Db, Wire
+from orchestrator.adapters.postgres.store import SqlStore
+from orchestrator.service.operator_queries import OperationRefused, Operations
+from orchestrator.service.process_message import OrchestratorAgent
+from tests.support.db import Db, Wire
 
 
 def test_republish_hands_recent_sent_rows_back_in_seq_order(

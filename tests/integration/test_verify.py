@@ -17,20 +17,20 @@ import structlog
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
-from orchestrator import ids
-from orchestrator.adapters.db import make_engine
-from orchestrator.adapters.store import SqlStore
-from orchestrator.agent import OrchestratorAgent
+from orchestrator.adapters.postgres.engine import make_engine
+from orchestrator.adapters.postgres.store import SqlStore
 from orchestrator.cli.main import app
 from orchestrator.cli.verify_command import verify_command
-from orchestrator.envelopes import RawMessage
-from orchestrator.errors import Category
-from orchestrator.outgoing import raw_dead_letter_id
-from orchestrator.records import Status
-from orchestrator.runtime.maintenance import Maintenance
-from orchestrator.verify import Code, ExpectedInput, Report, verify
-from tests.helpers import DatabaseFactory
-from tests.integration.conftest import CAPABILITY_TOPIC, DOMAIN_TOPIC, FIXED_NOW, Db, Wire
+from orchestrator.core import ids
+from orchestrator.core.errors import Category
+from orchestrator.core.inbound import RawMessage
+from orchestrator.core.outbound import raw_dead_letter_id
+from orchestrator.core.records import Status
+from orchestrator.devtools.verify import Code, ExpectedInput, Report, verify
+from orchestrator.service.maintenance import Maintenance
+from orchestrator.service.process_message import OrchestratorAgent
+from tests.support.db import CAPABILITY_TOPIC, DOMAIN_TOPIC, FIXED_NOW, Db, Wire
+from tests.support.helpers import DatabaseFactory
 
 CHAR_REQ = "Character.Design.GenerationRequested"
 THEME_REQ = "Outliner.Theme.GenerationRequested"

@@ -7,15 +7,15 @@ from typing import Any
 import orjson
 import pytest
 
-import orchestrator.command_strategies as command_strategies_module
-from orchestrator.command_strategies import (
+import orchestrator.core.command_strategies as command_strategies_module
+from orchestrator.core.command_strategies import (
     CommandMapping,
     CommandStrategyRegistry,
     default_registry,
 )
-from orchestrator.envelopes import RawMessage
-from orchestrator.message_factory import default_topic
-from orchestrator.planning import Kind, classify, plan_command
+from orchestrator.core.inbound import RawMessage
+from orchestrator.core.plan import Kind, classify, plan_command
+from orchestrator.core.wire import default_topic
 
 # The table of seed-design.md: strategy -> aliases, requested action, message type, topic base.
 STRATEGY_TABLE: dict[str, tuple[tuple[str, ...], str, str, str]] = {
@@ -278,7 +278,11 @@ def fresh_global_registry(monkeypatch: pytest.MonkeyPatch) -> CommandStrategyReg
 
 def _register_source_example() -> None:
     """The custom-strategy example of the source design, as written there."""
-    from orchestrator.command_strategies import CommandMapping, CommandStrategy, command_registry
+    from orchestrator.core.command_strategies import (
+        CommandMapping,
+        CommandStrategy,
+        command_registry,
+    )
 
     class CustomCommandStrategy(CommandStrategy):
         def get_aliases(self) -> set[str]:
@@ -303,7 +307,7 @@ def test_source_custom_strategy_example(fresh_global_registry: CommandStrategyRe
     original_aliases = default_registry().aliases()
     _register_source_example()
 
-    from orchestrator.command_strategies import command_registry
+    from orchestrator.core.command_strategies import command_registry
 
     assert command_registry is fresh_global_registry
     mapped = command_registry.process_command(

@@ -7,8 +7,10 @@ from typing import Any
 import orjson
 import pytest
 
-from orchestrator.command_strategies import default_registry
-from orchestrator.envelopes import (
+from orchestrator.core.command_strategies import default_registry
+from orchestrator.core.errors import Category, InvalidInput
+from orchestrator.core.ids import content_id
+from orchestrator.core.inbound import (
     MAX_DEPTH,
     CapabilityEvent,
     DomainEvent,
@@ -16,9 +18,7 @@ from orchestrator.envelopes import (
     RawMessage,
     parse,
 )
-from orchestrator.errors import Category, InvalidInput
-from orchestrator.ids import content_id
-from orchestrator.planning import Kind, classify, plan_command
+from orchestrator.core.plan import Kind, classify, plan_command
 
 CAP = 1_048_576
 DOMAIN_TOPIC = "genesis.domain.events"

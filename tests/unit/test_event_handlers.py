@@ -7,10 +7,11 @@ from typing import Any
 import orjson
 import pytest
 
-import orchestrator.event_handlers as event_handlers_module
-from orchestrator.envelopes import CapabilityEvent, RawMessage, parse
-from orchestrator.errors import Category, InvalidInput
-from orchestrator.event_handlers import (
+import orchestrator.core.result_handlers as event_handlers_module
+from orchestrator.core.errors import Category, InvalidInput
+from orchestrator.core.inbound import CapabilityEvent, RawMessage, parse
+from orchestrator.core.plan import Completion, plan_capability
+from orchestrator.core.result_handlers import (
     EventAction,
     EventHandlerRegistry,
     default_handler_registry,
@@ -18,7 +19,6 @@ from orchestrator.event_handlers import (
     handle_generation_completed,
     handle_quality_review_result,
 )
-from orchestrator.planning import Completion, plan_capability
 
 SESSION = "5a7c0e1d-2b3f-4c6d-8e9f-a0b1c2d3e4f5"
 CORR = "corr-42"
@@ -548,7 +548,7 @@ def fresh_global_handlers(monkeypatch: pytest.MonkeyPatch) -> EventHandlerRegist
 
 def _register_source_example() -> None:
     """The custom-handler example of the source design, as written there."""
-    from orchestrator.event_handlers import EventAction, event_handler_registry
+    from orchestrator.core.result_handlers import EventAction, event_handler_registry
 
     class CustomEventHandler:
         @staticmethod

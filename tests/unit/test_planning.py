@@ -6,19 +6,20 @@ from typing import Any
 
 import orjson
 
-from orchestrator import ids, tracing
-from orchestrator.command_strategies import default_registry
-from orchestrator.envelopes import CapabilityEvent, Command, Headers, RawMessage, parse
-from orchestrator.event_handlers import default_handler_registry
-from orchestrator.outgoing import (
+from orchestrator.core import ids
+from orchestrator.core import trace_context as tracing
+from orchestrator.core.command_strategies import default_registry
+from orchestrator.core.inbound import CapabilityEvent, Command, Headers, RawMessage, parse
+from orchestrator.core.outbound import (
     capability_message,
     dead_letter_message,
     fact_message,
     inbox_dead_letter_id,
     raw_dead_letter_id,
 )
-from orchestrator.planning import Completion, Kind, Plan, classify, plan_capability, plan_command
-from orchestrator.records import DeadLetterRecord, OutboxMessage
+from orchestrator.core.plan import Completion, Kind, Plan, classify, plan_capability, plan_command
+from orchestrator.core.records import DeadLetterRecord, OutboxMessage
+from orchestrator.core.result_handlers import default_handler_registry
 
 CAP = 1_048_576
 NOW = "2024-05-01T12:00:00Z"

@@ -7,17 +7,17 @@ import sys
 import textwrap
 
 PURE_MODULES = (
-    "orchestrator.envelopes",
-    "orchestrator.command_strategies",
-    "orchestrator.event_handlers",
-    "orchestrator.message_factory",
-    "orchestrator.planning",
-    "orchestrator.outgoing",
-    "orchestrator.records",
-    "orchestrator.ports",
-    "orchestrator.agent",
-    "orchestrator.ids",
-    "orchestrator.errors",
+    "orchestrator.core.inbound",
+    "orchestrator.core.command_strategies",
+    "orchestrator.core.result_handlers",
+    "orchestrator.core.wire",
+    "orchestrator.core.plan",
+    "orchestrator.core.outbound",
+    "orchestrator.core.records",
+    "orchestrator.service.ports",
+    "orchestrator.service.process_message",
+    "orchestrator.core.ids",
+    "orchestrator.core.errors",
 )
 FORBIDDEN = ("celery", "confluent_kafka", "sqlalchemy", "redis", "kombu")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import ConfigurationError
+from orchestrator.core.errors import ConfigurationError
 from orchestrator.settings import Settings, load_settings
 
 _OWN_PREFIXES = ("ORCHESTRATOR_", "KAFKA_")
@@ -283,7 +283,7 @@ def test_timeout_for_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_relay_producer_keeps_order_with_or_without_idempotence(
     monkeypatch: pytest.MonkeyPatch, value: str | None, expected: dict[str, object]
 ) -> None:
-    from orchestrator.adapters.kafka import producer_config
+    from orchestrator.adapters.kafka.clients import producer_config
 
     if value is not None:
         monkeypatch.setenv("ORCHESTRATOR_RELAY_IDEMPOTENCE", value)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from orchestrator import simulator
-from orchestrator.simulator import CapabilitySimulator, SimulatorConfig
+from orchestrator.devtools import simulator
+from orchestrator.devtools.simulator import CapabilitySimulator, SimulatorConfig
 
 
 def request(request_id: str, correlation: str = "c-1") -> bytes:

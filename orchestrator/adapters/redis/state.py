@@ -1,0 +1,149 @@
+"""Everything the orchestrator keeps in Redis: session locks, wake flags, done markers and the
+relay request flags. Redis is a fast path only; the database decides whenever Redis forgot.
+
+Key names (all under the configured prefix):
+  lock:session:<id>   redis-py Lock (random token, TTL, released only by its owner)
+  wake:session:<id>   "a trigger arrived while the session was locked; look again"
+  done:<topic>:<msg>  "this message's effects are committed" (written after the commit)
+  relay:dirty         "outbox rows were committed since the relay last claimed"
+  relay:queued        "a relay run is queued or running" (coalesces requests)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, cast
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import LockError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.lock import Lock
+
+from orchestrator.core.errors import TransientError
+
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, redis.exceptions.BusyLoadingError)
+
+
+@contextmanager
+def translate_redis_errors() -> Iterator[None]:
+    try:
+        yield
+    except REDIS_ERRORS as exc:
+        raise TransientError(f"redis unavailable: {exc}") from exc
+
+
+def make_redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30
+    )
+
+
+class RedisState:
+    def __init__(
+        self, client: redis.Redis, prefix: str, lock_ttl_s: float, done_ttl_s: int
+    ) -> None:
+        self.r = client
+        self.prefix = prefix
+        self.lock_ttl_s = lock_ttl_s
+        self.done_ttl_s = done_ttl_s
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # -- session locks and wake-ups -----------------------------------------------------------
+
+    def session_lock(self, session_id: str) -> Lock:
+        return cast(
+            Lock,
+            self.r.lock(
+                self._k("lock", "session", session_id),
+                timeout=self.lock_ttl_s,
+                blocking=False,
+                thread_local=False,
+            ),
+        )
+
+    def set_wake(self, session_id: str) -> None:
+        self.r.set(self._k("wake", "session", session_id), 1, px=int(self.lock_ttl_s * 1000))
+
+    def take_wake(self, session_id: str) -> bool:
+        """Clear the wake flag; True if it was set."""
+        return bool(self.r.delete(self._k("wake", "session", session_id)))
+
+    def has_wake(self, session_id: str) -> bool:
+        return bool(self.r.exists(self._k("wake", "session", session_id)))
+
+    # -- done markers --------------------------------------------------------------------------
+
+    def done_key(self, topic: str, message_id: str) -> str:
+        return self._k("done", topic, message_id)
+
+    def after_commit(self, done: Sequence[tuple[str, str]], relay: bool) -> bool:
+        """Write done markers and, if outbox rows were written, raise the relay request.
+
+        One round trip. Returns True when the caller must enqueue a relay run."""
+        pipe = self.r.pipeline(transaction=False)
+        for topic, message_id in done:
+            pipe.set(self.done_key(topic, message_id), 1, ex=self.done_ttl_s)
+        if relay:
+            pipe.set(self._k("relay", "dirty"), 1)
+            pipe.set(self._k("relay", "queued"), 1, nx=True, ex=30)
+        results = pipe.execute()
+        return bool(relay and results[-1])
+
+    def done_among(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        if not keys:
+            return set()
+        values = cast(list[Any], self.r.mget([self.done_key(t, m) for t, m in keys]))
+        return {k for k, v in zip(keys, values, strict=True) if v is not None}
+
+    # -- relay request coalescing --------------------------------------------------------------
+
+    def request_relay(self) -> bool:
+        """Mark the outbox dirty; True if no run is queued (the caller must enqueue one)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.set(self._k("relay", "dirty"), 1)
+        pipe.set(self._k("relay", "queued"), 1, nx=True, ex=30)
+        return bool(pipe.execute()[-1])
+
+    def clear_dirty(self) -> None:
+        self.r.delete(self._k("relay", "dirty"))
+
+    def is_dirty(self) -> bool:
+        return bool(self.r.exists(self._k("relay", "dirty")))
+
+    def finish_relay_run(self) -> bool:
+        """Release the queued flag; True if a request arrived meanwhile and we took it over."""
+        self.r.delete(self._k("relay", "queued"))
+        return self.is_dirty() and bool(self.r.set(self._k("relay", "queued"), 1, nx=True, ex=30))
+
+    def queue_length(self, queues: Sequence[str]) -> int:
+        pipe = self.r.pipeline(transaction=False)
+        for q in queues:
+            pipe.llen(q)
+        return int(sum(int(n) for n in pipe.execute()))
+
+
+def release_quietly(lock: Lock) -> bool:
+    """Release a lock we may have lost (TTL expiry, Redis restart); False if it was gone."""
+    try:
+        lock.release()
+        return True
+    except LockError:
+        return False
+
+
+def extend_quietly(lock: Lock) -> bool:
+    try:
+        return bool(lock.reacquire())
+    except LockError:
+        return False
+
+
+def ping(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except REDIS_ERRORS:
+        return False
