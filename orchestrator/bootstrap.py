@@ -14,8 +14,9 @@ from orchestrator.adapters.kafka.clients import make_producer
 from orchestrator.adapters.postgres.engine import make_engine
 from orchestrator.adapters.postgres.store import SqlStore
 from orchestrator.adapters.redis.state import RedisState, make_redis
+from orchestrator.core.queues import CAPABILITY_QUEUE, DOMAIN_QUEUE, RELAY_QUEUE
 from orchestrator.service.drain import SessionWorker
-from orchestrator.service.ingest import CAPABILITY_QUEUE, DOMAIN_QUEUE, RELAY_QUEUE, Ingester
+from orchestrator.service.ingest import Ingester
 from orchestrator.service.maintenance import Maintenance
 from orchestrator.service.process_message import AgentConfig, OrchestratorAgent
 from orchestrator.service.relay import OutboxRelay, RelayResult

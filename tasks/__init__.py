@@ -30,9 +30,9 @@ from orchestrator.adapters.celery.app import (
 )
 from orchestrator.adapters.redis.state import REDIS_ERRORS
 from orchestrator.bootstrap import Container
-from orchestrator.cli.startup import settings_or_exit
 from orchestrator.core.errors import TransientError
 from orchestrator.observability.logs import bound, configure_logging
+from orchestrator.startup import settings_or_exit
 
 settings = settings_or_exit()
 app = make_celery(settings)

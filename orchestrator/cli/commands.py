@@ -24,7 +24,6 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli.main import app
-from orchestrator.cli.startup import fail, settings_or_exit
 from orchestrator.core.errors import DEAD_LETTER_CATEGORIES, OrchestratorError
 from orchestrator.core.records import (
     DEAD_LETTER_STATES,
@@ -33,6 +32,7 @@ from orchestrator.core.records import (
 )
 from orchestrator.observability.logs import configure_logging, redact_text
 from orchestrator.settings import Settings
+from orchestrator.startup import fail, settings_or_exit
 
 if TYPE_CHECKING:  # the database layer is imported by the commands that use it, not at start-up
     from orchestrator.bootstrap import Container

@@ -14,10 +14,10 @@ from typing import Any
 
 import typer
 
-from orchestrator.cli.startup import fail, settings_or_exit
 from orchestrator.core.catalogue import task_topics
 from orchestrator.observability.logs import configure_logging, redact_text
 from orchestrator.settings import Settings
+from orchestrator.startup import fail, settings_or_exit
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -116,7 +116,7 @@ def ingest() -> None:
     """Consume the configured topics into the inbox and trigger the Celery workers."""
     settings = _settings()
     from orchestrator.adapters.kafka.clients import make_consumer
-    from orchestrator.service.ingest import WORK_QUEUES
+    from orchestrator.core.queues import WORK_QUEUES
 
     stop = stop_on_signals()
     c = _container(settings)

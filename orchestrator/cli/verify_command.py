@@ -13,9 +13,9 @@ import orjson
 import typer
 
 from orchestrator.cli.main import _settings, app
-from orchestrator.cli.startup import fail
 from orchestrator.core.errors import OrchestratorError
 from orchestrator.observability.logs import redact_text
+from orchestrator.startup import fail
 
 
 @app.command("verify")

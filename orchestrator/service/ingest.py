@@ -26,17 +26,13 @@ from orchestrator.core.errors import Category, InvalidInput, TransientError
 from orchestrator.core.inbound import RawMessage
 from orchestrator.core.outbound import raw_dead_letter_id
 from orchestrator.core.plan import Kind, inbox_entry
+from orchestrator.core.queues import CAPABILITY_QUEUE, DOMAIN_QUEUE
 from orchestrator.core.records import DeadLetterRecord, NewInbox
 from orchestrator.observability.logs import get_logger
 from orchestrator.service.crash_points import crash_point
 from orchestrator.service.process_message import OrchestratorAgent
 
 log = get_logger("orchestrator.ingester")
-
-DOMAIN_QUEUE = "orchestrator.domain"
-CAPABILITY_QUEUE = "orchestrator.capability"
-RELAY_QUEUE = "orchestrator.relay"
-WORK_QUEUES = (DOMAIN_QUEUE, CAPABILITY_QUEUE)
 
 
 @dataclass

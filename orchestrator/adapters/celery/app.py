@@ -8,7 +8,7 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 
 from orchestrator.adapters.celery.transport import TRANSPORT
-from orchestrator.service.ingest import CAPABILITY_QUEUE, DOMAIN_QUEUE, RELAY_QUEUE
+from orchestrator.core.queues import CAPABILITY_QUEUE, DOMAIN_QUEUE, RELAY_QUEUE
 from orchestrator.settings import Settings
 
 DRAIN_TASK = "orchestrator.drain_session"
