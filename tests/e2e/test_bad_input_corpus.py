@@ -11,11 +11,11 @@ import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 
+from orchestrator.core.classify import Kind, classify
 from orchestrator.core.command_strategies import default_registry
 from orchestrator.core.errors import InvalidInput
 from orchestrator.core.inbound import RawMessage
 from orchestrator.core.outbound import inbox_dead_letter_id, raw_dead_letter_id
-from orchestrator.core.plan import Kind, classify
 from orchestrator.devtools.verify import ExpectedInput, verify
 from tests.support.bad_input import CORPUS, MAX_BYTES, PLAN, BadInput
 from tests.support.harness import RawTail, Stack, header

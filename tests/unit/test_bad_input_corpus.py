@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.core.catalogue import QUALITY_REVIEW_TYPES
+from orchestrator.core.classify import Kind, classify
 from orchestrator.core.command_strategies import default_registry
 from orchestrator.core.errors import Category, InvalidInput
 from orchestrator.core.inbound import CapabilityEvent
 from orchestrator.core.outbound import raw_dead_letter_id
-from orchestrator.core.plan import Kind, classify, plan_capability
+from orchestrator.core.plan import plan_capability
 from orchestrator.core.result_handlers import (
     default_handler_registry,
     target_type_of,

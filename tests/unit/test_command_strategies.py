@@ -8,13 +8,14 @@ import orjson
 import pytest
 
 import orchestrator.core.command_strategies as command_strategies_module
+from orchestrator.core.classify import Kind, classify
 from orchestrator.core.command_strategies import (
     CommandMapping,
     CommandStrategyRegistry,
     default_registry,
 )
 from orchestrator.core.inbound import RawMessage
-from orchestrator.core.plan import Kind, classify, plan_command
+from orchestrator.core.plan import plan_command
 from orchestrator.core.wire import default_topic
 
 # The table of seed-design.md: strategy -> aliases, requested action, message type, topic base.

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from orchestrator.core.classify import Kind, classify
 from orchestrator.core.command_strategies import default_registry
 from orchestrator.core.errors import Category, InvalidInput
 from orchestrator.core.ids import content_id
@@ -18,7 +19,7 @@ from orchestrator.core.inbound import (
     RawMessage,
     parse,
 )
-from orchestrator.core.plan import Kind, classify, plan_command
+from orchestrator.core.plan import plan_command
 
 CAP = 1_048_576
 DOMAIN_TOPIC = "genesis.domain.events"

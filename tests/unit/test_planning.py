@@ -8,6 +8,7 @@ import orjson
 
 from orchestrator.core import ids
 from orchestrator.core import trace_context as tracing
+from orchestrator.core.classify import Kind, classify
 from orchestrator.core.command_strategies import default_registry
 from orchestrator.core.inbound import CapabilityEvent, Command, Headers, RawMessage, parse
 from orchestrator.core.outbound import (
@@ -17,7 +18,7 @@ from orchestrator.core.outbound import (
     inbox_dead_letter_id,
     raw_dead_letter_id,
 )
-from orchestrator.core.plan import Completion, Kind, Plan, classify, plan_capability, plan_command
+from orchestrator.core.plan import Completion, Plan, plan_capability, plan_command
 from orchestrator.core.records import DeadLetterRecord, OutboxMessage
 from orchestrator.core.result_handlers import default_handler_registry
 
