@@ -192,7 +192,8 @@ def revision() -> dict[str, Any]:
 
 
 def measure_limits(services: Services, args: argparse.Namespace, log: Any) -> dict[str, Any]:
-    from orchestrator.adapters.kafka.clients import create_topics, producer_config
+    from orchestrator.adapters.kafka.clients import producer_config
+    from orchestrator.adapters.kafka.topics import create_topics
 
     smoke = args.smoke
     url = services.fresh_database("limits")

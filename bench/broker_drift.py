@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import psutil
 from confluent_kafka import Consumer, Producer
 
-from orchestrator.devtools.embedded import EmbeddedKafka, create_topics
+from orchestrator.adapters.kafka.topics import create_topics
+from orchestrator.devtools.embedded import EmbeddedKafka
 
 VALUE = b"x" * 900  # about the size of a fact or a capability message
 

@@ -1,7 +1,7 @@
 """The ceilings the pipeline is compared with, measured on the same servers in the same run.
 
 * `pg_txn_per_s`: the transaction one command costs, through the real `SqlStore` and agent
-  (`OrchestratorAgent.process_message`: inbox insert, fact, fact outbox row, AsyncTask and
+  (`MessageProcessor.process_message`: inbox insert, fact, fact outbox row, AsyncTask and
   capability outbox row in a savepoint, inbox marked processed), from 1, 2 and 4 processes on a
   scratch database; the best is the limit.
 * `kafka_roundtrip_msgs_per_s`: produce (the relay's producer settings: acks=all, one request
@@ -42,11 +42,11 @@ def _pg_worker(url: str, n: int, tag: str, ready: Any, go: Any, results: Any) ->
     from orchestrator.core.inbound import RawMessage
     from orchestrator.core.records import Status
     from orchestrator.observability.logs import configure_logging
-    from orchestrator.service.process_message import OrchestratorAgent
+    from orchestrator.service.process_message import MessageProcessor
 
     configure_logging("WARNING")
     engine = make_engine(url)
-    agent = OrchestratorAgent(SqlStore(engine))
+    agent = MessageProcessor(SqlStore(engine))
     warm = 5
     commands = make_commands(n + warm, n + warm, tag)
     raws = [
@@ -107,7 +107,7 @@ def pg_txn_per_s(url: str, n: int, processes: Sequence[int] = (1, 2, 4)) -> PgLi
 
 def outbox_samples(url: str) -> list[Sample]:
     """One fact and one capability message as the orchestrator stored them (bytes, headers)."""
-    from orchestrator.adapters.postgres.store import decode_headers
+    from orchestrator.adapters.postgres.codec import decode_headers
 
     engine = create_engine(url, poolclass=NullPool)
     try:

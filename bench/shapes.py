@@ -30,16 +30,9 @@ import psutil
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+import orchestrator.core.queues as queue_names
 from bench.limits import celery_noop_tasks_per_s
-from bench.procs import (
-    BIN,
-    MemorySampler,
-    Supervisor,
-    cpu_by_role,
-    cpu_snapshot,
-    labelled,
-    system_busy_s,
-)
+from bench.procs import ShapeSampler, cpu_by_role, cpu_snapshot, labelled, system_busy_s
 from bench.services import Services
 from bench.traffic import (
     TASK_BASES,
@@ -53,11 +46,13 @@ from bench.traffic import (
     run_closed,
     run_open,
 )
+from orchestrator.devtools.supervisor import BIN, Supervisor
 
-ALL_QUEUES = "orchestrator.domain,orchestrator.capability,orchestrator.relay"
-WORK_QUEUES = "orchestrator.domain,orchestrator.capability"
-RELAY_QUEUE = "orchestrator.relay"
-DOMAIN_QUEUE = "orchestrator.domain"
+# The `-Q` arguments of the worker shapes.
+ALL_QUEUES = queue_names.queue_list()
+WORK_QUEUES = queue_names.queue_list(queue_names.WORK_QUEUES)
+RELAY_QUEUE = queue_names.RELAY_QUEUE
+DOMAIN_QUEUE = queue_names.DOMAIN_QUEUE
 WARMUP_COMMANDS = 8
 READY_TIMEOUT_S = 90.0
 
@@ -213,7 +208,7 @@ class ShapeRun:
         self.suffix = uuid.uuid4().hex[:8]
         self.workdir = workroot / f"shape-{shape.name}"
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.sup = Supervisor(self.workdir)
+        self.sup = Supervisor(self.workdir, leaders_only=True)
         self.domain_topic = f"genesis.domain.events.b{self.suffix}"
         self.task_prefix = f"b{self.suffix}."
         self.task_topics = [f"{self.task_prefix}genesis.{b}.tasks" for b in TASK_BASES]
@@ -266,7 +261,6 @@ class ShapeRun:
         for i, w in enumerate(self.shape.workers):
             name = f"worker{i + 1}"
             self.sup.spawn(
-                "worker",
                 name,
                 [
                     str(BIN / "celery"),
@@ -280,23 +274,24 @@ class ShapeRun:
                     "-n",
                     f"{name}-{self.suffix}@%h",
                 ],
-                env,
+                env=env,
+                role="worker",
             )
         self.sup.spawn(
             "beat",
-            "beat",
             [str(BIN / "celery"), "-A", "tasks", "beat", "-s", str(self.workdir / "schedule")],
-            env,
+            env=env,
+            role="beat",
         )
         if self.opts.profile_dir is not None:
             ingest = [sys.executable, "-m", "bench.profiled_ingester"]
         else:
             ingest = [str(BIN / "orchestrator"), "ingest"]
-        self.sup.spawn("ingester", "ingester", ingest, env)
+        self.sup.spawn("ingester", ingest, env=env, role="ingester")
 
     def wait_workers_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        workers = [p for p in self.sup.procs if p.role == "worker"]
+        workers = [p for p in self.sup.running if p.role == "worker"]
         while time.monotonic() < deadline:
             self.sup.check_alive()
             if all(" ready." in p.tail(200) for p in workers):
@@ -307,7 +302,7 @@ class ShapeRun:
     def queue_lengths(self) -> dict[str, int]:
         client = self.redis
         pipe = client.pipeline(transaction=False)
-        for q in ("orchestrator.domain", "orchestrator.capability", "orchestrator.relay"):
+        for q in queue_names.ALL_QUEUES:
             pipe.llen(q)
         d, c, r = pipe.execute()
         return {"domain": int(d), "capability": int(c), "relay": int(r)}
@@ -323,7 +318,7 @@ class ShapeRun:
         settings = self.settings()
         kafka_conf = settings.kafka_common()
         tracker: Tracker | None = None
-        sampler = MemorySampler(lambda: list(self.sup.procs), self.queue_lengths)
+        sampler = ShapeSampler(lambda: list(self.sup.running), self.queue_lengths)
         try:
             self.start()
             sampler.start()
@@ -344,7 +339,7 @@ class ShapeRun:
 
             app = make_celery(settings)
             servers = self.services.server_pids()
-            roles = {**labelled(self.sup.procs, servers), os.getpid(): "bench"}
+            roles = {**labelled(self.sup.running, servers), os.getpid(): "bench"}
             before = cpu_snapshot(roles)
             result.celery_noop_tasks_per_s = celery_noop_tasks_per_s(
                 app, self.redis, DOMAIN_QUEUE, self.opts.noop_tasks
@@ -357,7 +352,7 @@ class ShapeRun:
             best: PhaseResult | None = None
             for window in self.opts.windows:
                 cmds = make_commands(self.opts.commands, self.opts.sessions, f"w{window}")
-                roles = {**labelled(self.sup.procs, servers), os.getpid(): "bench"}
+                roles = {**labelled(self.sup.running, servers), os.getpid(): "bench"}
                 before, busy0 = cpu_snapshot(roles), system_busy_s()
                 res = run_closed(tracker, producer, cmds, window, self.opts.stall_s, check, recover)
                 after, busy1 = cpu_snapshot(roles), system_busy_s()

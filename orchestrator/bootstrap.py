@@ -1,34 +1,39 @@
-"""The composition root: builds engine, store, agent, Redis, producer and Celery wiring once per
-process, lazily, so importing anything connects to nothing."""
+"""The composition root: builds the adapters and hands them to the service layer, once per
+process and lazily, so importing anything connects to nothing. Wiring only."""
 
 from __future__ import annotations
 
-import time
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 from celery import Celery
 
 from orchestrator.adapters.celery.app import DRAIN_TASK, RELAY_TASK
-from orchestrator.adapters.kafka.clients import make_producer
+from orchestrator.adapters.kafka.clients import make_consumer, make_producer
+from orchestrator.adapters.kafka.ingest_source import KafkaSource
+from orchestrator.adapters.kafka.publisher import KafkaPublisher
+from orchestrator.adapters.postgres.backlog import PgBacklog
 from orchestrator.adapters.postgres.engine import make_engine
+from orchestrator.adapters.postgres.maintenance import PgMaintenance
+from orchestrator.adapters.postgres.outbox import PgOutbox
 from orchestrator.adapters.postgres.store import SqlStore
 from orchestrator.adapters.redis.state import RedisState, make_redis
-from orchestrator.core.queues import CAPABILITY_QUEUE, DOMAIN_QUEUE, RELAY_QUEUE
+from orchestrator.core.queues import RELAY_QUEUE
 from orchestrator.service.drain import SessionWorker
-from orchestrator.service.ingest import Ingester
+from orchestrator.service.ingest import Ingester, queue_for_topic
 from orchestrator.service.maintenance import Maintenance
-from orchestrator.service.process_message import AgentConfig, OrchestratorAgent
-from orchestrator.service.relay import OutboxRelay, RelayResult
+from orchestrator.service.process_message import MessageProcessor, ProcessorConfig
+from orchestrator.service.relay import OutboxRelay
+from orchestrator.service.relay_runs import RelayRequests, RelayRuns
 from orchestrator.settings import Settings
-
-RELAY_RUN_MAX_S = 5.0
 
 
 class Container:
     def __init__(self, settings: Settings, celery: Celery) -> None:
         self.settings = settings
         self.celery = celery
+
+    # -- adapters ------------------------------------------------------------------------------
 
     @cached_property
     def engine(self) -> Any:
@@ -39,20 +44,8 @@ class Container:
         return SqlStore(self.engine)
 
     @cached_property
-    def agent(self) -> OrchestratorAgent:
-        s = self.settings
-        return OrchestratorAgent(
-            self.store,
-            AgentConfig(
-                domain_topic=s.domain_topic,
-                dlq_topic=s.dlq_topic,
-                max_message_bytes=s.max_message_bytes,
-                max_attempts=s.max_attempts,
-                command_mapping=s.command_mapping,
-                task_topic_prefix=s.task_topic_prefix,
-                task_timeout=s.timeout_for,
-            ),
-        )
+    def backlog(self) -> PgBacklog:
+        return PgBacklog(self.engine)
 
     @cached_property
     def redis(self) -> Any:
@@ -64,21 +57,52 @@ class Container:
         return RedisState(self.redis, s.redis_prefix, s.lock_ttl_s, s.done_marker_ttl_s)
 
     @cached_property
-    def producer(self) -> Any:
-        return make_producer(self.settings)
+    def publisher(self) -> KafkaPublisher:
+        s = self.settings
+        return KafkaPublisher(make_producer(s), factory=lambda: make_producer(s))
+
+    def message_source(self) -> KafkaSource:
+        return KafkaSource(make_consumer(self.settings))
+
+    # -- the service layer ---------------------------------------------------------------------
+
+    @cached_property
+    def agent(self) -> MessageProcessor:
+        s = self.settings
+        return MessageProcessor(
+            self.store,
+            ProcessorConfig(
+                domain_topic=s.domain_topic,
+                dlq_topic=s.dlq_topic,
+                max_message_bytes=s.max_message_bytes,
+                max_attempts=s.max_attempts,
+                command_mapping=s.command_mapping,
+                task_topic_prefix=s.task_topic_prefix,
+                task_timeout=s.timeout_for,
+            ),
+        )
 
     @cached_property
     def relay(self) -> OutboxRelay:
         s = self.settings
         return OutboxRelay(
-            self.engine,
-            self.producer,
+            PgOutbox(self.engine),
+            self.publisher,
             batch_size=s.relay_batch_size,
             lease_s=s.relay_lease_s,
             backoff_base_s=s.relay_backoff_base_s,
             backoff_max_s=s.relay_backoff_max_s,
-            producer_factory=lambda: make_producer(s),
         )
+
+    @cached_property
+    def relay_requests(self) -> RelayRequests:
+        return RelayRequests(self.state, self.enqueue_relay)
+
+    @cached_property
+    def relay_runs(self) -> RelayRuns:
+        from orchestrator.observability.metrics import record_relay
+
+        return RelayRuns(self.relay, self.relay_requests, record_relay)
 
     @cached_property
     def session_worker(self) -> SessionWorker:
@@ -90,7 +114,7 @@ class Container:
     def maintenance(self) -> Maintenance:
         s = self.settings
         return Maintenance(
-            self.engine,
+            PgMaintenance(self.engine),
             s.domain_topic,
             self.trigger,
             self.queue_for_topic,
@@ -115,8 +139,9 @@ class Container:
 
     # -- Celery wiring -------------------------------------------------------------------------
 
-    def queue_for_topic(self, topic: str) -> str:
-        return DOMAIN_QUEUE if topic == self.settings.domain_topic else CAPABILITY_QUEUE
+    @cached_property
+    def queue_for_topic(self) -> partial[str]:
+        return partial(queue_for_topic, domain_topic=self.settings.domain_topic)
 
     def trigger(self, session_id: str, queue: str, traceparent: str | None = None) -> None:
         """Ask a worker to drain the session; the trace context rides in the task headers."""
@@ -127,46 +152,10 @@ class Container:
         self.celery.send_task(RELAY_TASK, queue=RELAY_QUEUE, expires=30)
 
     def request_relay(self) -> None:
-        if self.state.request_relay():
-            self.enqueue_relay()
-
-    def run_relay(self, coalesced: bool) -> RelayResult:
-        """Relay until the outbox has nothing claimable; a coalesced run also honours requests
-        that arrive meanwhile. Bounded in time so it never holds a worker slot for long."""
-        from orchestrator.observability.metrics import record_relay
-
-        total = RelayResult()
-        started = time.monotonic()
-        while True:
-            if coalesced:
-                self.state.clear_dirty()
-            r = self.relay.run_once()
-            record_relay(r)
-            _add(total, r)
-            if time.monotonic() - started > RELAY_RUN_MAX_S:
-                if coalesced:
-                    self.state.finish_relay_run()
-                    self.request_relay()
-                break
-            if r.claimed >= self.settings.relay_batch_size:
-                continue
-            if not coalesced or not self.state.finish_relay_run():
-                break
-        return total
+        self.relay_requests.request()
 
     def close(self) -> None:
-        if "producer" in self.__dict__:
-            self.producer.flush(5)
+        if "publisher" in self.__dict__:
+            self.publisher.flush(5)
         if "engine" in self.__dict__:
             self.engine.dispose()
-
-
-def _add(total: RelayResult, r: RelayResult) -> None:
-    total.claimed += r.claimed
-    total.sent += r.sent
-    total.retried += r.retried
-    total.failed += r.failed
-    total.lag_s.extend(r.lag_s)
-    for k, v in r.sent_by_kind.items():
-        total.sent_by_kind[k] = total.sent_by_kind.get(k, 0) + v
-    total.missing_topics = sorted({*total.missing_topics, *r.missing_topics})

@@ -40,6 +40,7 @@ app.conf.beat_schedule = beat.schedule(settings)
 
 _container: Container | None = None
 _container_pid: int | None = None
+# The ports raise TransientError; a broker call (kombu) may still fail with redis-py's own.
 RETRYABLE = (TransientError, *REDIS_ERRORS)
 
 
@@ -62,7 +63,7 @@ def _serve_metrics(**_: Any) -> None:
     if settings.metrics_port:
         from orchestrator.observability.metrics import serve
 
-        serve(settings.metrics_port, container().engine)
+        serve(settings.metrics_port, container().backlog)
 
 
 @signals.worker_process_shutdown.connect
@@ -100,13 +101,13 @@ def drain_session(self: Any, session_id: str) -> int:
 )
 def relay() -> int:
     """A coalesced relay run asked for by a worker that just committed outbox rows."""
-    return container().run_relay(coalesced=True).sent
+    return container().relay_runs.run(coalesced=True).sent
 
 
 @app.task(name=RELAY_TICK_TASK)
 def relay_tick() -> int:
     """Beat's safety net: relay whatever is due, independent of the request flags."""
-    return container().run_relay(coalesced=False).sent
+    return container().relay_runs.run(coalesced=False).sent
 
 
 @app.task(name=REDRIVE_TASK)

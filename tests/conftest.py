@@ -17,13 +17,14 @@ PostgreSQL
 Redis
     The shared server on 127.0.0.1:6379 (`TEST_REDIS_URL` to override). Each pytest process
     reserves one whole database number (15 down to 9; `TEST_REDIS_DB` forces one, and the caller
-    then guarantees nobody else uses it) through a lock key with an owner token in db 0, so
-    concurrent test runs and xdist workers never share a database. `redis_url` (function)
-    points at that database and FLUSHDB-es it before and after the test: everything a test
-    writes there (Celery queues, kombu bindings, results, locks, markers) disappears, whatever
-    its key names. Use `redis_url` as the Celery broker and result backend; stop any worker a
-    test starts before the test ends. `redis_prefix` is a unique key prefix per test for code
-    that namespaces its keys.
+    then guarantees nobody else uses it) through a lock in db 0 (`REDIS_LOCK_KEY`, held with
+    `orchestrator.devtools.redis_claim` as the demo holds its own), so concurrent test runs and
+    xdist workers never share a database; a run that died frees its database when the lock's
+    TTL runs out. `redis_url` (function) points at that database and FLUSHDB-es it before and
+    after the test: everything a test writes there (Celery queues, kombu bindings, results,
+    locks, markers) disappears, whatever its key names. Use `redis_url` as the Celery broker and
+    result backend; stop any worker a test starts before the test ends. `redis_prefix` is a
+    unique key prefix per test for code that namespaces its keys.
 """
 
 from __future__ import annotations
@@ -31,22 +32,20 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import socket
-import uuid
 from collections.abc import Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
 from sqlalchemy.engine import make_url
 
-from orchestrator.devtools.embedded import EmbeddedKafka, create_topics
+from orchestrator.adapters.kafka.topics import create_topics
+from orchestrator.devtools.embedded import EmbeddedKafka
+from orchestrator.devtools.redis_claim import RedisDatabaseClaim, with_redis_db
 from tests.support.helpers import DATABASE_PREFIX, REDIS_LOCK_KEY, DatabaseFactory, unique_suffix
 
 DEFAULT_PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379"
 REDIS_DB_POOL = tuple(range(15, 8, -1))
-REDIS_LOCK_TTL_SECONDS = 24 * 3600
 
 
 # -- Kafka -----------------------------------------------------------------------------------
@@ -158,50 +157,7 @@ def _redis_base_url() -> str:
 
 
 def _redis_url_for(db: int) -> str:
-    parts = urlsplit(_redis_base_url())
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
-
-
-def _lock_is_stale(owner: bytes) -> bool:
-    """A lock whose owner process (on this host) no longer exists."""
-    try:
-        host, pid, _token = owner.decode().split(":", 2)
-        pid_number = int(pid)
-    except ValueError:
-        return False
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(pid_number, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def _reserve_redis_db(client: redis.Redis, token: str) -> int | None:
-    for db in REDIS_DB_POOL:
-        key = REDIS_LOCK_KEY.format(db=db)
-        with client.pipeline() as pipe:
-            try:
-                pipe.watch(key)
-                owner = pipe.get(key)
-                if isinstance(owner, bytes) and not _lock_is_stale(owner):
-                    continue
-                pipe.multi()
-                pipe.set(key, token, ex=REDIS_LOCK_TTL_SECONDS)
-                pipe.execute()
-            except redis.WatchError:
-                continue
-        return db
-    return None
-
-
-_RELEASE_LOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+    return with_redis_db(_redis_base_url(), db)
 
 
 @pytest.fixture(scope="session")
@@ -211,21 +167,17 @@ def redis_db() -> Iterator[int]:
     if forced:
         yield int(forced)
         return
-    client = redis.Redis.from_url(_redis_url_for(0))
-    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    claim = RedisDatabaseClaim(_redis_base_url(), REDIS_LOCK_KEY)
+    db = claim.acquire(REDIS_DB_POOL)
+    if db is None:
+        pytest.fail(
+            f"every test Redis database {REDIS_DB_POOL} is reserved by a running test "
+            "process; set TEST_REDIS_DB to a database nobody uses"
+        )
     try:
-        db = _reserve_redis_db(client, token)
-        if db is None:
-            pytest.fail(
-                f"every test Redis database {REDIS_DB_POOL} is reserved by a running test "
-                "process; set TEST_REDIS_DB to a database nobody uses"
-            )
-        try:
-            yield db
-        finally:
-            client.eval(_RELEASE_LOCK, 1, REDIS_LOCK_KEY.format(db=db), token)
+        yield db
     finally:
-        client.close()
+        claim.release()
 
 
 @pytest.fixture

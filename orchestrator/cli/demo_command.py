@@ -1,4 +1,4 @@
-"""`orchestrator demo` (registered on the `orchestrator` app when the CLI starts).
+"""`orchestrator demo`: the whole pipeline with a few sessions, their story shown live.
 
 The logic lives in `orchestrator.devtools.demo`; this is the command line around it.
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.cli.main import app
+from orchestrator.cli.app import app
 
 
 @app.command()

@@ -1,8 +1,7 @@
-"""`orchestrator verify` (registered on the `orchestrator` app when the CLI starts).
+"""`orchestrator verify`: the database's invariants, and what is wrong, message by message.
 
-Checks the database's invariants (`orchestrator.devtools.verify`) and prints what is wrong,
-message by message: exit 0 when every invariant holds, 1 otherwise (or when the database is
-unreachable), 2 on a bad setting.
+The checks live in `orchestrator.devtools.verify`. Exit 0 when every invariant holds, 1
+otherwise (or when the database is unreachable), 2 on a bad setting.
 """
 
 from __future__ import annotations
@@ -12,10 +11,9 @@ import sys
 import orjson
 import typer
 
-from orchestrator.cli.main import _settings, app
-from orchestrator.core.errors import OrchestratorError
-from orchestrator.observability.logs import redact_text
-from orchestrator.startup import fail
+from orchestrator.cli.app import app
+from orchestrator.cli.errors import cli_errors
+from orchestrator.cli.wiring import command_settings
 
 
 @app.command("verify")
@@ -29,21 +27,16 @@ def verify_command(
     ),
 ) -> None:
     """Check that every input produced exactly its facts, messages, tasks or dead letter."""
-    settings = _settings()
-    from sqlalchemy.exc import SQLAlchemyError
-
+    settings = command_settings()
     from orchestrator.adapters.postgres.engine import make_engine
     from orchestrator.devtools.verify import verify
 
     engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
     try:
-        report = verify(
-            engine, session=session, sessions=not no_sessions, mapping=settings.command_mapping
-        )
-    except (SQLAlchemyError, OrchestratorError) as exc:
-        # One line, whatever the driver's message spans; URL passwords masked.
-        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
-        fail(f"verify: database error: {redact_text(reason)}", 1)
+        with cli_errors("verify"):
+            report = verify(
+                engine, session=session, sessions=not no_sessions, mapping=settings.command_mapping
+            )
     finally:
         engine.dispose()
     if as_json:

@@ -1,8 +1,8 @@
 """The project's error tree.
 
 One root (`OrchestratorError`); driver errors are translated into `TransientError` at the
-adapter boundary, and bad input raises `InvalidInput` with a dead-letter category. The mapping
-from error to policy (retry, dead-letter, ignore) lives in one place: `policy_for`.
+adapter boundary (retried), and bad input raises `InvalidInput` with a dead-letter category
+(dead-lettered, never retried).
 """
 
 from __future__ import annotations
@@ -66,15 +66,3 @@ class ConfigurationError(OrchestratorError):
 
 class StaleVersion(OrchestratorError):
     """An optimistic-lock update found the row at another version than the one read."""
-
-
-class Policy(StrEnum):
-    RETRY = "retry"
-    DEAD_LETTER = "dead_letter"
-
-
-def policy_for(exc: BaseException) -> Policy:
-    """What to do with an error raised while processing one message."""
-    if isinstance(exc, InvalidInput):
-        return Policy.DEAD_LETTER
-    return Policy.RETRY

@@ -29,7 +29,6 @@ from typing import Any
 
 import orjson
 
-from orchestrator.adapters.kafka.offset_gaps import OffsetGapGuard
 from orchestrator.core.catalogue import (
     CONSISTENCY_CHECK_REQUEST,
     QUALITY_REVIEW_REQUEST,
@@ -37,6 +36,7 @@ from orchestrator.core.catalogue import (
     task_topics,
 )
 from orchestrator.core.ids import derive
+from orchestrator.core.offset_gaps import OffsetGapGuard
 from orchestrator.observability.logs import get_logger
 
 log = get_logger("orchestrator.simulator")

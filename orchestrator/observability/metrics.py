@@ -1,6 +1,6 @@
 """Prometheus metrics (prometheus-client), documented in docs/operations.md.
 
-The source design's four figures: domain events processed per second
+The four headline figures: domain events processed per second
 (`orchestrator_messages_processed_total{kind="command"}` as a rate), AsyncTask creation success
 rate (`orchestrator_async_tasks_created_total` against
 `orchestrator_async_task_create_failures_total`), end-to-end latency
@@ -13,7 +13,7 @@ from the database at scrape time. Celery's prefork children write to
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -27,6 +27,7 @@ from prometheus_client import values as prometheus_values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from orchestrator.core.offset_gaps import Gap
 from orchestrator.core.records import Outcome, Status
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -105,7 +106,7 @@ def record_batch(batch: Any) -> None:
         DEAD_LETTERS.labels(category).inc(n)
 
 
-def record_gap(gap: Any) -> None:
+def record_gap(gap: Gap) -> None:
     CONSUMER_GAPS.labels("accepted" if gap.accepted else "read_again").inc(gap.size)
 
 
@@ -120,50 +121,39 @@ def record_relay(result: Any) -> None:
         OUTBOX_ERRORS.labels("permanent").inc(result.failed)
 
 
-BACKLOG_SQL = """
-SELECT
-  (SELECT count(*) FROM event_outbox WHERE status = 'PENDING'),
-  (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM event_outbox
-     WHERE status = 'PENDING'),
-  (SELECT count(*) FROM event_outbox WHERE status = 'FAILED'),
-  (SELECT count(*) FROM inbox WHERE processed_at IS NULL),
-  (SELECT coalesce(extract(epoch FROM now() - min(received_at)), 0) FROM inbox
-     WHERE processed_at IS NULL)
-"""
+BACKLOG_GAUGES = (
+    ("orchestrator_outbox_pending", "Outbox rows waiting to be published"),
+    ("orchestrator_outbox_lag_seconds", "Age of the oldest unpublished outbox row"),
+    ("orchestrator_outbox_failed", "Outbox rows that failed permanently"),
+    ("orchestrator_inbox_backlog", "Inbox messages not yet processed"),
+    ("orchestrator_inbox_oldest_seconds", "Age of the oldest unprocessed inbox message"),
+)
+Backlog = Callable[[], Sequence[float]]
 
 
 class BacklogCollector(Collector):
-    """Outbox lag and inbox backlog, read from the database at scrape time."""
+    """Outbox lag and inbox backlog, read at scrape time (`read` gives one value per gauge of
+    `BACKLOG_GAUGES`); a scrape while the database is away just lacks them."""
 
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
+    def __init__(self, read: Backlog) -> None:
+        self.read = read
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from sqlalchemy import text
-
         try:
-            with self.engine.connect() as conn:
-                row = conn.execute(text(BACKLOG_SQL)).one()
+            values = self.read()
         except Exception:
             return
-        names = (
-            ("orchestrator_outbox_pending", "Outbox rows waiting to be published"),
-            ("orchestrator_outbox_lag_seconds", "Age of the oldest unpublished outbox row"),
-            ("orchestrator_outbox_failed", "Outbox rows that failed permanently"),
-            ("orchestrator_inbox_backlog", "Inbox messages not yet processed"),
-            ("orchestrator_inbox_oldest_seconds", "Age of the oldest unprocessed inbox message"),
-        )
-        for (name, doc), value in zip(names, row, strict=True):
+        for (name, doc), value in zip(BACKLOG_GAUGES, values, strict=True):
             yield GaugeMetricFamily(name, doc, value=float(value))
 
 
-def serve(port: int, engine: Any = None) -> None:
+def serve(port: int, backlog: Backlog | None = None) -> None:
     """Expose /metrics on `port`; aggregates prefork children when multiprocess mode is on."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry = REGISTRY
-    if engine is not None:
-        registry.register(BacklogCollector(engine))
+    if backlog is not None:
+        registry.register(BacklogCollector(backlog))
     start_http_server(port, addr="0.0.0.0", registry=registry)

@@ -13,15 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from orchestrator.adapters.redis.state import (
-    RedisState,
-    extend_quietly,
-    release_quietly,
-    translate_redis_errors,
-)
 from orchestrator.core.records import Outcome, Status
 from orchestrator.observability.logs import get_logger
-from orchestrator.service.process_message import OrchestratorAgent
+from orchestrator.service.ports import SessionLock, SessionState
+from orchestrator.service.process_message import MessageProcessor
 
 log = get_logger("orchestrator.worker")
 
@@ -36,8 +31,8 @@ class DrainResult:
 class SessionWorker:
     def __init__(
         self,
-        agent: OrchestratorAgent,
-        state: RedisState,
+        agent: MessageProcessor,
+        state: SessionState,
         enqueue_relay: Callable[[], None],
         on_outcome: Callable[[Outcome], None] = lambda _o: None,
     ) -> None:
@@ -47,24 +42,24 @@ class SessionWorker:
         self.on_outcome = on_outcome
 
     def drain(self, session_id: str) -> DrainResult:
+        """Raises `TransientError` while the session state is unreachable (the task retries)."""
         result = DrainResult()
-        with translate_redis_errors():
-            while True:
-                lock = self.state.session_lock(session_id)
-                if not lock.acquire(blocking=False):
-                    self.state.set_wake(session_id)
-                    if not lock.acquire(blocking=False):
-                        result.busy = True
-                        return result
-                try:
-                    self._drain_locked(session_id, lock, result)
-                finally:
-                    if not release_quietly(lock):
-                        log.warning("orchestrator_session_lock_lost", session_id=session_id)
-                if not self.state.has_wake(session_id):
+        while True:
+            lock = self.state.session_lock(session_id)
+            if not lock.acquire():
+                self.state.set_wake(session_id)
+                if not lock.acquire():
+                    result.busy = True
                     return result
+            try:
+                self._drain_locked(session_id, lock, result)
+            finally:
+                if not lock.release():
+                    log.warning("orchestrator_session_lock_lost", session_id=session_id)
+            if not self.state.has_wake(session_id):
+                return result
 
-    def _drain_locked(self, session_id: str, lock: object, result: DrainResult) -> None:
+    def _drain_locked(self, session_id: str, lock: SessionLock, result: DrainResult) -> None:
         """Rows in order on one connection. A row read with no later row pending ends the pass
         without another query: a row committed since then comes with its own trigger, which
         raises the wake flag that `drain` looks at after releasing (or takes the lock)."""
@@ -77,7 +72,7 @@ class SessionWorker:
                 self._after_commit(outcome, row.topic, result)
                 if not row.more:
                     return  # the caller looks at the wake flag once the lock is released
-                extend_quietly(lock)  # type: ignore[arg-type]
+                lock.extend()
                 row = store.begin_next(session_id)
 
     def _after_commit(self, outcome: Outcome, topic: str, result: DrainResult) -> None:

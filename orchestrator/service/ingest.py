@@ -5,8 +5,8 @@ are sent only after that. A crash before the commit redelivers the batch; a cras
 redelivers messages the inbox already holds (ignored, or re-triggered while unprocessed); a lost
 trigger is repaired by beat's re-drive. Poison input is dead-lettered in the same transaction,
 so its offset is stored too and never blocks a partition. A fetch that skipped offsets is read
-again from the first missing one (`orchestrator.adapters.kafka.offset_gaps`): a broker that served
-records past a hole loses nothing.
+again from the first missing one (`orchestrator.core.offset_gaps`): a broker that served records
+past a hole loses nothing.
 """
 
 from __future__ import annotations
@@ -15,22 +15,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-
-from orchestrator.adapters.kafka.offset_gaps import Gap, OffsetGapGuard
-from orchestrator.adapters.postgres.store import SqlStore, SqlTransaction
-from orchestrator.adapters.redis.state import REDIS_ERRORS, RedisState
+from orchestrator.core.classify import Kind, inbox_entry
 from orchestrator.core.errors import Category, InvalidInput, TransientError
 from orchestrator.core.inbound import RawMessage
+from orchestrator.core.offset_gaps import Gap, OffsetGapGuard
 from orchestrator.core.outbound import raw_dead_letter_id
-from orchestrator.core.plan import Kind, inbox_entry
 from orchestrator.core.queues import CAPABILITY_QUEUE, DOMAIN_QUEUE
 from orchestrator.core.records import DeadLetterRecord, NewInbox
 from orchestrator.observability.logs import get_logger
 from orchestrator.service.crash_points import crash_point
-from orchestrator.service.process_message import OrchestratorAgent
+from orchestrator.service.ports import MessageSource, SessionState, Store, Transaction
+from orchestrator.service.process_message import MessageProcessor
 
 log = get_logger("orchestrator.ingester")
 
@@ -48,17 +44,17 @@ class BatchResult:
     dead_by_category: dict[str, int] = field(default_factory=dict)
 
 
-def raw_from_kafka(msg: Any) -> RawMessage:
-    headers = tuple((str(k), v) for k, v in (msg.headers() or []))
-    return RawMessage(msg.topic(), msg.value(), msg.key(), headers, msg.partition(), msg.offset())
+def queue_for_topic(topic: str, domain_topic: str) -> str:
+    """Where a message's drain task goes: domain commands and capability results scale apart."""
+    return DOMAIN_QUEUE if topic == domain_topic else CAPABILITY_QUEUE
 
 
 class Ingester:
     def __init__(
         self,
-        agent: OrchestratorAgent,
-        store: SqlStore,
-        state: RedisState | None,
+        agent: MessageProcessor,
+        store: Store,
+        state: SessionState | None,
         trigger: Callable[[str, str, str | None], None],
         enqueue_relay: Callable[[], None],
         domain_topic: str,
@@ -147,7 +143,7 @@ class Ingester:
             return rows
         try:
             done = self.state.done_among([(r.raw.topic, r.message_id) for r in rows])
-        except REDIS_ERRORS:
+        except TransientError:
             return rows  # Redis forgot or is down: the database decides
         return [r for r in rows if (r.raw.topic, r.message_id) not in done]
 
@@ -205,14 +201,12 @@ class Ingester:
                     self._dead_letter(tx, record, fresh)
         return fresh
 
-    def _dead_letter(
-        self, tx: SqlTransaction, record: DeadLetterRecord, result: BatchResult
-    ) -> None:
+    def _dead_letter(self, tx: Transaction, record: DeadLetterRecord, result: BatchResult) -> None:
         self.agent.write_dead_letter(tx, record)
         result.dead_lettered += 1
 
     def _add_trigger(self, result: BatchResult, row: NewInbox) -> None:
-        queue = DOMAIN_QUEUE if row.raw.topic == self.domain_topic else CAPABILITY_QUEUE
+        queue = queue_for_topic(row.raw.topic, self.domain_topic)
         if result.triggers.get(row.session_id) != DOMAIN_QUEUE:
             result.triggers[row.session_id] = queue
         result.traces.setdefault(row.session_id, row.traceparent)
@@ -237,7 +231,7 @@ class Ingester:
 
     def run(
         self,
-        consumer: Consumer,
+        source: MessageSource,
         topics: list[str],
         stop: threading.Event,
         *,
@@ -247,13 +241,8 @@ class Ingester:
         queue_length: Callable[[], int] | None = None,
     ) -> None:
         """Consume until `stop` is set; then finish the batch, commit and leave the group."""
-
-        def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
-            _commit(c, "revoke")
-            # Assigned again later, a partition starts from its committed offset: a new baseline.
-            self.gaps.forget((p.topic, p.partition) for p in partitions)
-
-        consumer.subscribe(topics, on_revoke=on_revoke)
+        # Assigned again later, a partition starts from its committed offset: a new baseline.
+        source.subscribe(topics, on_revoke=self.gaps.forget)
         log.info("orchestrator_ingester_started", topics=topics)
         paused = False
         last_check = 0.0
@@ -262,39 +251,31 @@ class Ingester:
                 if max_queue_length and queue_length and time.monotonic() - last_check > 0.2:
                     last_check = time.monotonic()
                     paused = self._backpressure(
-                        consumer, paused, _length_or_none(queue_length), max_queue_length
+                        source, paused, _length_or_none(queue_length), max_queue_length
                     )
                 if paused:
-                    consumer.poll(0.1)
+                    source.idle(0.1)
                     continue
-                msgs = _next_batch(consumer, batch_size, poll_timeout_s)
+                msgs = source.next_batch(batch_size, poll_timeout_s)
                 if msgs:
-                    self._consume_batch(consumer, msgs, stop)
+                    self._consume_batch(source, msgs, stop)
         finally:
-            _commit(consumer, "shutdown")
-            consumer.close()
+            source.close()
             log.info("orchestrator_ingester_stopped")
 
-    def _consume_batch(self, consumer: Consumer, msgs: list[Any], stop: threading.Event) -> None:
-        good = []
-        for m in msgs:
-            err = m.error()
-            if err is None:
-                good.append(m)
-            elif err.code() != KafkaError._PARTITION_EOF:
-                if err.fatal():
-                    raise KafkaException(err)
-                log.warning("orchestrator_consumer_error", error=str(err))
-        good, rewind = self._admit(good)
+    def _consume_batch(
+        self, source: MessageSource, msgs: list[RawMessage], stop: threading.Event
+    ) -> None:
+        good, rewind = self._admit(msgs)
         if good:
-            self._ingest(consumer, good, stop)
+            self._ingest(source, good, stop)
         for gap in rewind:
-            _seek(consumer, gap)
+            source.seek(gap.topic, gap.partition, gap.missing_from)
 
-    def _admit(self, msgs: list[Any]) -> tuple[list[Any], list[Gap]]:
+    def _admit(self, msgs: list[RawMessage]) -> tuple[list[RawMessage], list[Gap]]:
         """The messages before any gap, and the gaps to read again (handled ones first, so the
         offsets stored stop right before the gap)."""
-        keep, gaps = self.gaps.admit([(m.topic(), m.partition(), m.offset()) for m in msgs])
+        keep, gaps = self.gaps.admit([_position(m) for m in msgs])
         for gap in gaps:
             self.on_gap(gap)
             (log.error if gap.accepted else log.warning)(
@@ -308,11 +289,11 @@ class Ingester:
             )
         return [msgs[i] for i in keep], [g for g in gaps if not g.accepted]
 
-    def _ingest(self, consumer: Consumer, good: list[Any], stop: threading.Event) -> None:
-        result = self._handle_with_retry([raw_from_kafka(m) for m in good], stop)
+    def _ingest(self, source: MessageSource, good: list[RawMessage], stop: threading.Event) -> None:
+        result = self._handle_with_retry(good, stop)
         if result is None:
             return
-        consumer.store_offsets(offsets=_next_offsets(good))
+        source.store_offsets(good)
         crash_point("ingest.after_offsets")
         self.send_triggers(result)
         self.on_batch(result)
@@ -344,60 +325,31 @@ class Ingester:
                 delay = min(delay * 2, 5.0)
 
     def _backpressure(
-        self, consumer: Consumer, paused: bool, length: int | None, limit: int
+        self, source: MessageSource, paused: bool, length: int | None, limit: int
     ) -> bool:
         if length is None:
             return paused
-        assignment = consumer.assignment()
         if not paused and length > limit:
-            consumer.pause(assignment)
+            source.pause()
             log.warning("orchestrator_ingester_paused", queue_length=length, limit=limit)
             return True
         if paused and length <= limit * 0.8:
-            consumer.resume(assignment)
+            source.resume()
             log.info("orchestrator_ingester_resumed", queue_length=length)
             return False
         return paused
 
 
-def _next_offsets(msgs: list[Any]) -> list[TopicPartition]:
-    top: dict[tuple[str, int], int] = {}
-    for m in msgs:
-        k = (m.topic(), m.partition())
-        top[k] = max(top.get(k, -1), m.offset())
-    return [TopicPartition(t, p, o + 1) for (t, p), o in top.items()]
-
-
-def _seek(consumer: Consumer, gap: Gap) -> None:
-    """Read the partition again from the first missing offset (the fetched messages after it
-    are dropped by the client). A partition revoked meanwhile is someone else's now."""
-    try:
-        consumer.seek(TopicPartition(gap.topic, gap.partition, gap.missing_from))
-    except KafkaException as exc:
-        log.warning("orchestrator_consumer_gap_seek_failed", topic=gap.topic, error=str(exc))
-
-
-def _commit(consumer: Consumer, why: str) -> None:
-    try:
-        consumer.commit(asynchronous=False)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError._NO_OFFSET:
-            log.warning("orchestrator_offset_commit_failed", reason=why, error=str(exc))
+def _position(m: RawMessage) -> tuple[str, int, int]:
+    if m.partition is None or m.offset is None:
+        raise ValueError(f"a message of {m.topic} without its partition and offset")
+    return m.topic, m.partition, m.offset
 
 
 def _length_or_none(queue_length: Callable[[], int]) -> int | None:
     """The Celery queue length, or None while Redis cannot say (backpressure then holds still)."""
     try:
         return queue_length()
-    except REDIS_ERRORS as exc:
+    except TransientError as exc:
         log.warning("orchestrator_queue_length_unavailable", error=str(exc))
         return None
-
-
-def _next_batch(consumer: Consumer, batch_size: int, timeout_s: float) -> list[Any]:
-    """Block for the first message only, then take what is already fetched: `consume(n, t)`
-    would wait for n messages or the whole timeout, adding its timeout to every quiet message."""
-    first = consumer.poll(timeout_s)
-    if first is None:
-        return []
-    return [first, *consumer.consume(batch_size - 1, 0)] if batch_size > 1 else [first]

@@ -8,6 +8,7 @@ import json
 import subprocess
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from tests.support.harness import Stack
@@ -22,6 +23,18 @@ def ok(done: subprocess.CompletedProcess[str]) -> Any:
     """The parsed --json output of a successful command."""
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr}"
     return json.loads(done.stdout)
+
+
+def ms_apart(start: str, end: str) -> float:
+    """Milliseconds between two of the commands' ISO-8601 timestamps."""
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds() * 1000
+
+
+def assert_duration(ms: float, start: str, end: str) -> None:
+    """A reported duration is positive and agrees with its two timestamps, which the JSON
+    gives to the millisecond."""
+    assert ms > 0, (ms, start, end)
+    assert abs(ms - ms_apart(start, end)) <= 1.0, (ms, start, end)
 
 
 def one_line_error(done: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
@@ -105,7 +118,8 @@ def test_operator_commands_on_a_running_pipeline(stack: Stack) -> None:
     inbox = [e for e in timeline if e["kind"] == "inbox"]
     assert inbox[0]["id"] == event_id and inbox[0]["type"] == "Character.Request"
     assert inbox[0]["details"]["outcome"] == "processed"
-    assert inbox[0]["details"]["processing_ms"] >= 0
+    first = inbox[0]["details"]
+    assert_duration(first["processing_ms"], first["received_at"], first["processed_at"])
     assert [e["type"] for e in inbox] == [
         "Character.Request",
         "Character.Design.Generated",
@@ -125,8 +139,8 @@ def test_operator_commands_on_a_running_pipeline(stack: Stack) -> None:
     outbox_entries = [e for e in timeline if e["kind"] == "outbox"]
     assert len(outbox_entries) == 3 + 2 + 3  # facts, capability requests, DLQ messages
     for e in outbox_entries:
-        assert e["details"]["status"] == "SENT" and e["details"]["sent_at"] >= e["at"]
-        assert e["details"]["lag_ms"] >= 0
+        assert e["details"]["status"] == "SENT"
+        assert_duration(e["details"]["lag_ms"], e["at"], e["details"]["sent_at"])
     dead_entries = [e for e in timeline if e["kind"] == "dead_letter"]
     assert sorted(e["type"] for e in dead_entries) == [
         "not_json",
@@ -159,7 +173,9 @@ def test_operator_commands_on_a_running_pipeline(stack: Stack) -> None:
     assert outbox["summary"]["oldest_pending_age_ms"] is None
     assert outbox["summary"]["sent"] == len(outbox["rows"]) == 8
     assert {r["kind"] for r in outbox["rows"]} == {"fact", "capability", "dead_letter"}
-    assert all(r["status"] == "SENT" and r["lag_ms"] >= 0 for r in outbox["rows"])
+    for r in outbox["rows"]:
+        assert r["status"] == "SENT"
+        assert_duration(r["lag_ms"], r["created_at"], r["sent_at"])
     listed = stack.cli("outbox")
     assert listed.returncode == 0 and "pending 0" in listed.stdout
     one_line_error(stack.cli("outbox", "retry", "nope"), 1, "no outbox row nope")

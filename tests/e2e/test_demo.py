@@ -27,11 +27,10 @@ from orchestrator.devtools.demo import (
     Event,
     SessionPlan,
     Story,
-    _redis_db_of,
-    _with_redis_db,
     parse_scores,
     plain_event_line,
 )
+from orchestrator.devtools.redis_claim import redis_db_of, with_redis_db
 from tests.support.helpers import wait_for
 
 ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
@@ -290,20 +289,72 @@ def spawn_demo(home: Path, workdir: Path) -> Iterator[list[subprocess.Popen[str]
             proc.stdout.close()
 
 
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def running(pid: int, needle: str) -> bool:
+    """A descendant of `pid` whose command line contains `needle` is running."""
+    for child in descendants(pid):
+        try:
+            if needle in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return False
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Where the signal lands: the demo printed `line` and runs a process matching `process`;
+    then it must print `stopped` and none of the lines of the phases after it (`not_reached`)."""
+
+    line: str
+    process: str
+    stopped: str
+    not_reached: tuple[str, ...]
+
+
+STARTING_SERVERS = Phase(
+    line=r"^starting embedded servers \(--embedded\)",
+    process="",  # any process: the first embedded server is starting
+    # The servers started so far are stopped by the stack itself: nothing is left to count.
+    stopped=r"^stopped 0 process\(es\) in ",
+    not_reached=("using embedded services", "migrations applied", "submitted "),
+)
+SETTING_UP = Phase(
+    line=r"^using embedded services: ",
+    process="db upgrade",
+    # The worker (started beside the set-up); the set-up commands are stopped on the way out.
+    stopped=r"^stopped 1 process\(es\) and 3 embedded server\(s\) in ",
+    not_reached=("migrations applied", "submitted "),
+)
+SESSIONS_RUNNING = Phase(
+    line=r"^\+\s*\d+ ms  session \w+  fact ",
+    process="ingest",
+    stopped=r"^stopped 4 process\(es\) and 3 embedded server\(s\) in ",
+    not_reached=("summary: ",),
+)
+
+
 @pytest.mark.parametrize(
-    ("sig", "when", "code"),
+    ("sig", "phase", "code"),
     [
-        (signal.SIGTERM, r"^\+\s*\d+ ms  session \w+  fact ", 143),
-        (signal.SIGINT, r"^starting embedded servers", 130),
+        (signal.SIGINT, STARTING_SERVERS, 130),
+        (signal.SIGTERM, SETTING_UP, 143),
+        (signal.SIGTERM, SESSIONS_RUNNING, 143),
     ],
-    ids=["sigterm-while-sessions-run", "sigint-while-starting"],
+    ids=["sigint-while-starting-servers", "sigterm-during-set-up", "sigterm-while-sessions-run"],
 )
 def test_a_signal_stops_everything(
     home: Path,
     workdir: Path,
     spawn_demo: list[subprocess.Popen[str]],
     sig: signal.Signals,
-    when: str,
+    phase: Phase,
     code: int,
 ) -> None:
     since = time.time()
@@ -318,17 +369,22 @@ def test_a_signal_stops_everything(
     spawn_demo.append(proc)
     assert proc.stdout is not None
     reader = LineReader(proc.stdout)
-    reader.wait_for(when, timeout=120)
-    if sig == signal.SIGINT:
-        time.sleep(0.3)  # somewhere in the middle of starting the servers or the set-up
-    seen = {child.pid for child in psutil.Process(proc.pid).children(recursive=True)}
-    assert seen, "the demo runs no process yet"
+    reader.wait_for(phase.line, timeout=120)
+    wait_for(
+        lambda: running(proc.pid, phase.process),
+        timeout=60,
+        message=f"a process of the demo matching {phase.process!r}",
+    )
+    seen = {child.pid for child in descendants(proc.pid)}
     sent = time.monotonic()
     proc.send_signal(sig)
     assert proc.wait(60) == code
     stopped_in = time.monotonic() - sent
     output = reader.rest()
     assert f"{sig.name} received, stopping everything" in output, output
+    assert re.search(phase.stopped, output, re.MULTILINE), output
+    for later in phase.not_reached:
+        assert later not in output, f"the signal landed after {later!r}:\n{output}"
     assert stopped_in < 30, f"took {stopped_in:.1f} s to stop"
     assert_nothing_left(home, workdir, output, since, seen)
 
@@ -347,13 +403,13 @@ def test_sessions_that_do_not_finish_in_time_fail_clearly(home: Path, workdir: P
 
 
 def test_redis_database_urls() -> None:
-    assert _redis_db_of("redis://h:6379") == 0
-    assert _redis_db_of("redis://h:6379/7") == 7
-    assert _redis_db_of("unix:///tmp/r.sock?db=3") == 3
-    assert _with_redis_db("redis://:pw@h:6379/0?ssl_cert_reqs=none", 15) == (
+    assert redis_db_of("redis://h:6379") == 0
+    assert redis_db_of("redis://h:6379/7") == 7
+    assert redis_db_of("unix:///tmp/r.sock?db=3") == 3
+    assert with_redis_db("redis://:pw@h:6379/0?ssl_cert_reqs=none", 15) == (
         "redis://:pw@h:6379/15?ssl_cert_reqs=none"
     )
-    assert _with_redis_db("unix:///tmp/r.sock?db=3", 4) == "unix:///tmp/r.sock?db=4"
+    assert with_redis_db("unix:///tmp/r.sock?db=3", 4) == "unix:///tmp/r.sock?db=4"
 
 
 def test_scores_are_parsed() -> None:

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
+import orchestrator.core.queues as queue_names
 from orchestrator.devtools.embedded import LOOPBACK, EmbeddedKafka
 from tests.support.harness import Proc, Record, Stack, gone, pool_children
 from tests.support.helpers import wait_for
 from tests.support.tcp_proxy import TcpProxy
 
-WORK_QUEUES = "orchestrator.domain,orchestrator.capability"
-RELAY_QUEUE = "orchestrator.relay"
+WORK_QUEUES = queue_names.queue_list(queue_names.WORK_QUEUES)
+RELAY_QUEUE = queue_names.RELAY_QUEUE
 COMMANDS = (
     ("Character.Request", {"name": "Ada"}),
     ("Stage.Validate", {"stage": "characters"}),

@@ -13,11 +13,11 @@ import orjson
 import redis
 from sqlalchemy import text
 
+from orchestrator.core.queues import WORK_QUEUES
 from tests.support.harness import Proc, Record, Stack, gone, pool_children
 from tests.support.helpers import wait_for
 
 FULL_CHARACTER = ["Character.Requested", "Character.Proposed", "Character.Confirmed"]
-WORK_QUEUES = ("orchestrator.domain", "orchestrator.capability")
 # Celery's worker logs this line for each drain task it ran.
 DRAIN_SUCCEEDED = re.compile(r"Task orchestrator\.drain_session\[[^\]]+\] succeeded")
 

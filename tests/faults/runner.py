@@ -34,8 +34,9 @@ import orjson
 import psutil
 from sqlalchemy import text
 
-from bench.procs import stop_together
-from orchestrator.adapters.postgres.store import decode_headers
+import orchestrator.core.queues as queue_names
+from orchestrator.adapters.postgres.codec import decode_headers
+from orchestrator.devtools.supervisor import stop_together
 from orchestrator.devtools.verify import Code, ExpectedInput, verify
 from tests.faults.load import Load, Sent, Tap
 from tests.faults.servers import RestartableKafka, RestartablePostgres, RestartableRedis
@@ -44,8 +45,8 @@ from tests.support.harness import ALL_QUEUES, BIN, Proc, RawTail, Stack, header
 if TYPE_CHECKING:
     from tests.faults.scenarios import Scenario
 
-WORK_QUEUES = "orchestrator.domain,orchestrator.capability"
-RELAY_QUEUE = "orchestrator.relay"
+WORK_QUEUES = queue_names.queue_list(queue_names.WORK_QUEUES)
+RELAY_QUEUE = queue_names.RELAY_QUEUE
 TIMED_OUT = "Genesis.Session.AsyncTask.TimedOut"
 TERMINAL_SQL = (
     "SELECT correlation_id, min(created_at) FROM domain_events"

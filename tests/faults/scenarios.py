@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import orjson
 import psutil
 
+from orchestrator.core.queues import ALL_QUEUES
 from orchestrator.devtools.verify import Code, Problem
 from tests.faults.load import Sent
 from tests.faults.runner import RELAY_QUEUE, TIMED_OUT, WORK_QUEUES, Run, pool_children
@@ -284,9 +285,8 @@ def _redis_queue_length(run: Run) -> int:
 
     client = redis.Redis.from_url(run.redis.url)
     try:
-        queues = ("orchestrator.domain", "orchestrator.capability", "orchestrator.relay")
         total = 0
-        for q in queues:
+        for q in ALL_QUEUES:
             total += int(client.llen(q))  # type: ignore[arg-type]
         return total
     except redis.RedisError:

@@ -10,9 +10,7 @@ Each process is signalled by the PID started here, never by name.
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from orchestrator.devtools.embedded import (
     EmbeddedServer,
     EmbeddedServerError,
 )
+from orchestrator.devtools.processes import stop_process
 
 
 class _Restartable(EmbeddedServer):
@@ -44,15 +43,7 @@ class _Restartable(EmbeddedServer):
         proc = self._proc
         if proc is None:
             return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
+        stop_process(proc, first_signal=sig, grace=timeout)
         self._proc = None
 
     def start_again(self) -> None:

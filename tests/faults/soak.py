@@ -10,18 +10,14 @@ passes when nothing is lost (the same checks as a fault run), memory stays flat 
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import psutil
-
+from orchestrator.devtools.memory import Children, Key, MemorySampler, Watched
 from tests.faults.runner import Options, Run, RunResult
 from tests.faults.scenarios import Scenario
 
-MB = 1024 * 1024
 GROWTH_FACTOR = 1.2
 GROWTH_SLACK_MB = 20.0
 # Lag and backlog are "bounded" when the last third never exceeds the first two thirds by more
@@ -111,79 +107,32 @@ class SoakResult:
         return out
 
 
-class MemorySampler:
-    """RSS of every process of the run, every `interval_s`, on a thread."""
+# The servers' memory is shown, not judged: it is not the orchestrator's.
+KAFKA = "kafka (Tansu, memory storage)"
+REDIS = "redis"
+POSTGRES = "postgres (server + backends)"
+SERVERS = frozenset({KAFKA, REDIS, POSTGRES})
 
-    def __init__(self, run: Run, interval_s: float) -> None:
-        self.run = run
-        self.interval_s = interval_s
-        self.series: dict[str, list[tuple[float, float]]] = {}
-        self.judged: set[str] = set()
-        self._children: dict[str, list[int]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="memory", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
+def watched(run: Run) -> list[Watched]:
+    """Each orchestrator process (its pool children apart) and each server of the run."""
+    out = [
+        Watched(role.name, role.proc.pid)
+        for role in list(run.supervisor.roles.values())
+        if role.proc is not None
+    ]
+    for name, pid, children in (
+        (KAFKA, run.kafka.pid, Children.NONE),
+        (REDIS, run.redis.pid, Children.NONE),
+        (POSTGRES, run.postgres.pid, Children.SUMMED),
+    ):
+        if pid is not None:
+            out.append(Watched(name, pid, children))
+    return out
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
-    def _rss(self, pid: int) -> float | None:
-        try:
-            return float(psutil.Process(pid).memory_info().rss) / MB
-        except psutil.Error:
-            return None
-
-    def _add(self, name: str, now: float, mb: float | None, judged: bool) -> None:
-        if mb is None:
-            return
-        self.series.setdefault(name, []).append((now, mb))
-        if judged:
-            self.judged.add(name)
-
-    def sample(self) -> None:
-        now = time.monotonic()
-        for role in list(self.run.supervisor.roles.values()):
-            proc = role.proc
-            if proc is None:
-                continue
-            self._add(role.name, now, self._rss(proc.pid), True)
-            try:
-                children = sorted(c.pid for c in psutil.Process(proc.pid).children())
-            except psutil.Error:
-                children = []
-            known = self._children.setdefault(role.name, [])
-            for pid in children:
-                if pid not in known:
-                    known.append(pid)
-            for pid in children:
-                self._add(
-                    f"{role.name} pool child {known.index(pid) + 1}", now, self._rss(pid), True
-                )
-        for name, server in (
-            ("kafka (Tansu, memory storage)", self.run.kafka),
-            ("redis", self.run.redis),
-        ):
-            if server.pid is not None:
-                self._add(name, now, self._rss(server.pid), False)
-        pg = self.run.postgres.pid
-        if pg is not None:
-            try:
-                procs = [psutil.Process(pg), *psutil.Process(pg).children()]
-                total = sum(p.memory_info().rss for p in procs) / MB
-            except psutil.Error:
-                total = None
-            self._add("postgres (server + backends)", now, total, False)
-
-    def _loop(self) -> None:
-        while True:
-            # A process may exit between listing and reading it.
-            with contextlib.suppress(Exception):
-                self.sample()
-            if self._stop.wait(self.interval_s):
-                return
+def process_name(key: Key) -> str:
+    return f"{key.name} pool child {key.child}" if key.child else key.name
 
 
 class SoakRun(Run):
@@ -192,7 +141,7 @@ class SoakRun(Run):
     def __init__(self, seed: int, opts: Options, sample_s: float) -> None:
         super().__init__(Steady(), seed, opts)
         self.sample_s = sample_s
-        self.sampler = MemorySampler(self, sample_s)
+        self.sampler = MemorySampler(lambda: watched(self), sample_s)
         self.monitor_interval_s = 1.0
         self.load_window: tuple[float, float] | None = None
 
@@ -247,8 +196,9 @@ def run_soak(
     begin, end = run.load_window or (run.t0, time.monotonic())
     warmup = min(60.0, (end - begin) * 0.2)
     memory: list[Memory] = []
-    for name, series in sorted(run.sampler.series.items()):
-        after = [mb for t, mb in series if t >= begin + warmup]
+    series = {process_name(k): (k, s) for k, s in run.sampler.series.items()}
+    for name, (key, points) in sorted(series.items()):
+        after = [mb for t, mb in points if t >= begin + warmup]
         if not after:
             continue
         memory.append(
@@ -256,8 +206,8 @@ def run_soak(
                 process=name,
                 start_mb=round(after[0], 1),
                 end_mb=round(after[-1], 1),
-                max_mb=round(max(mb for _, mb in series), 1),
-                judged=name in run.sampler.judged,
+                max_mb=round(max(mb for _, mb in points), 1),
+                judged=key.name not in SERVERS,
             )
         )
     lag = [(s[0], s[5]) for s in run.samples]
@@ -276,7 +226,7 @@ def run_soak(
         samples=len(run.samples),
         pipeline=_thin(run.samples, begin, sample_s),
         series={
-            k: [(round(t - begin, 1), round(v, 1)) for t, v in s]
-            for k, s in run.sampler.series.items()
+            name: [(round(t - begin, 1), round(v, 1)) for t, v in points]
+            for name, (_, points) in series.items()
         },
     )

@@ -9,7 +9,7 @@ import os
 import threading
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -18,15 +18,18 @@ import pytest
 from sqlalchemy import Engine
 
 from orchestrator.adapters.postgres.engine import make_engine
+from orchestrator.adapters.postgres.maintenance import PgMaintenance
 from orchestrator.adapters.postgres.store import SqlStore, SqlTransaction
+from orchestrator.adapters.redis.state import RedisState, make_redis
 from orchestrator.core import ids
 from orchestrator.core.errors import StaleVersion
 from orchestrator.core.inbound import RawMessage
 from orchestrator.core.outbound import inbox_dead_letter_id, raw_dead_letter_id
 from orchestrator.core.plan import MessageRow
 from orchestrator.core.records import NewInbox, Outcome, Status
+from orchestrator.service.drain import SessionWorker
 from orchestrator.service.maintenance import Maintenance
-from orchestrator.service.process_message import AgentConfig, OrchestratorAgent
+from orchestrator.service.process_message import MessageProcessor, ProcessorConfig
 from tests.support.db import (
     CAPABILITY_TOPIC,
     DLQ_TOPIC,
@@ -42,8 +45,8 @@ CHAR_REQ = "Character.Design.GenerationRequested"
 REVIEW_REQ = "Review.Quality.EvaluationRequested"
 
 
-def make_agent(store: SqlStore, **config: Any) -> OrchestratorAgent:
-    return OrchestratorAgent(store, AgentConfig(**config), clock=lambda: FIXED_NOW)
+def make_agent(store: SqlStore, **config: Any) -> MessageProcessor:
+    return MessageProcessor(store, ProcessorConfig(**config), clock=lambda: FIXED_NOW)
 
 
 def cap_id(cause: str, msg_type: str) -> str:
@@ -412,7 +415,7 @@ def test_rolled_back_dispatch_reports_no_task(
 # -- optimistic locking ------------------------------------------------------------------------
 
 
-def _one_pending_task(agent: OrchestratorAgent, wire: type[Wire]) -> tuple[str, str, str]:
+def _one_pending_task(agent: MessageProcessor, wire: type[Wire]) -> tuple[str, str, str]:
     s, c = "session-" + wire.new_id(), wire.new_id()
     cmd = wire.command("Character.Request", s, c, {"name": "Aria"})
     out = agent.process_message(cmd)
@@ -492,7 +495,7 @@ def test_late_result_after_timeout_projects_and_records(
         id=task_id,
     )
     maintenance = Maintenance(
-        engine, DOMAIN_TOPIC, lambda _s, _q: None, lambda _t: "q", 60.0, 3600.0
+        PgMaintenance(engine), DOMAIN_TOPIC, lambda _s, _q: None, lambda _t: "q", 60.0, 3600.0
     )
     assert maintenance.expire_tasks() == 1
     timed_out = ids.derive(task_id, "fact", "Genesis.Session.AsyncTask.TimedOut")
@@ -674,7 +677,7 @@ def test_invalid_input_becomes_dead_letter_and_dlq_message(
 # -- the runtime path: inbox rows drained per session ------------------------------------------
 
 
-def _record(store: SqlStore, agent: OrchestratorAgent, raw: RawMessage) -> int:
+def _record(store: SqlStore, agent: MessageProcessor, raw: RawMessage) -> int:
     c = agent.classify(raw)
     new = NewInbox(
         raw, c.message_id, c.kind.value, c.message_type, str(c.session_id), c.correlation_id, None
@@ -684,8 +687,29 @@ def _record(store: SqlStore, agent: OrchestratorAgent, raw: RawMessage) -> int:
     return inbox_id
 
 
-def test_drain_session_processes_rows_in_arrival_order(
-    store: SqlStore, db: Db, wire: type[Wire]
+@pytest.fixture
+def drain(
+    redis_url: str, redis_prefix: str
+) -> Iterator[Callable[[MessageProcessor, str], list[Outcome]]]:
+    """A session's drain as the worker runs it (`SessionWorker` on a real Redis): the
+    outcomes of the rows it processed."""
+    client = make_redis(redis_url)
+    state = RedisState(client, redis_prefix, lock_ttl_s=30.0, done_ttl_s=60)
+
+    def run(agent: MessageProcessor, session_id: str) -> list[Outcome]:
+        return SessionWorker(agent, state, lambda: None).drain(session_id).outcomes
+
+    try:
+        yield run
+    finally:
+        client.close()
+
+
+def test_drain_processes_rows_in_arrival_order(
+    store: SqlStore,
+    db: Db,
+    wire: type[Wire],
+    drain: Callable[[MessageProcessor, str], list[Outcome]],
 ) -> None:
     agent = make_agent(store)
     s, s_early, other = ("session-" + wire.new_id() for _ in range(3))
@@ -704,7 +728,7 @@ def test_drain_session_processes_rows_in_arrival_order(
     order = [rows[0], early[0], pending, rows[1], early[1], rows[2]]
     inbox_ids = {wire.message_id(raw): _record(store, agent, raw) for raw in order}
 
-    outcomes = agent.drain_session(s)
+    outcomes = drain(agent, s)
     assert [o.message_id for o in outcomes] == [wire.message_id(r) for r in rows]
     assert [o.inbox_id for o in outcomes] == [inbox_ids[wire.message_id(r)] for r in rows]
     assert [o.status for o in outcomes] == [Status.PROCESSED] * 3
@@ -715,9 +739,9 @@ def test_drain_session_processes_rows_in_arrival_order(
     ]
     assert outcomes[1].completed_task_ids == outcomes[0].task_ids
     assert outcomes[2].completed_task_ids == outcomes[1].task_ids
-    assert agent.drain_session(s) == []
+    assert drain(agent, s) == []
 
-    early_out = agent.drain_session(s_early)
+    early_out = drain(agent, s_early)
     assert [o.message_id for o in early_out] == [wire.message_id(r) for r in early]
     assert early_out[0].completed_task_ids == []  # nothing to complete yet
     assert db.all(
@@ -734,7 +758,11 @@ def test_drain_session_processes_rows_in_arrival_order(
 
 
 def test_drain_dead_letters_a_row_that_keeps_failing(
-    store: SqlStore, db: Db, wire: type[Wire], monkeypatch: pytest.MonkeyPatch
+    store: SqlStore,
+    db: Db,
+    wire: type[Wire],
+    monkeypatch: pytest.MonkeyPatch,
+    drain: Callable[[MessageProcessor, str], list[Outcome]],
 ) -> None:
     agent = make_agent(store, max_attempts=2)
     s, c = "session-" + wire.new_id(), wire.new_id()
@@ -758,15 +786,17 @@ def test_drain_dead_letters_a_row_that_keeps_failing(
         patch.setattr(SqlTransaction, "insert_fact", boom)
         for attempt in (1, 2):
             with pytest.raises(RuntimeError, match="database said no"):
-                agent.drain_session(s)
+                drain(agent, s)
             row = db.one("SELECT attempts, processed_at FROM inbox WHERE id = :id", id=inbox_id)
             assert row == {"attempts": attempt, "processed_at": None}
             assert db.counts() == {**EMPTY_COUNTS, "inbox": 2}
-        outcomes = agent.drain_session(s, max_rows=1)
+    # The third attempt gives up on the row; the row behind it is not blamed: the same drain
+    # processes it normally, on its first attempt.
+    outcomes = drain(agent, s)
 
     dl_id = inbox_dead_letter_id(DOMAIN_TOPIC, mid, "processing_failed")
     reason = "processing failed 2 times (limit 2)"
-    [out] = outcomes
+    out, next_out = outcomes
     assert (out.status, out.category, out.dead_letter_id, out.reason, out.inbox_id) == (
         Status.DEAD_LETTERED,
         "processing_failed",
@@ -791,14 +821,13 @@ def test_drain_dead_letters_a_row_that_keeps_failing(
         "value": raw.value,
         "source_offset": 99,
     }
-    [dlq] = db.outbox()
+    dlq, *later_rows = db.outbox()
+    assert [r["kind"] for r in later_rows] == ["fact", "capability"]
     assert (dlq["topic"], dlq["payload"], dict(dlq["headers"])["orig.x-origin"]) == (
         DLQ_TOPIC,
         raw.value,
         b"api",
     )
-    # The row behind it was not blamed: it is processed normally on the next drain.
-    [next_out] = agent.drain_session(s)
     assert (next_out.status, next_out.message_id) == (Status.PROCESSED, wire.message_id(later))
     assert db.one("SELECT attempts FROM inbox WHERE message_id = :m", m=wire.message_id(later)) == {
         "attempts": 1
@@ -815,9 +844,9 @@ def test_drain_dead_letters_a_row_that_keeps_failing(
 def test_deadline_is_now_plus_the_configured_timeout(
     store: SqlStore, db: Db, wire: type[Wire]
 ) -> None:
-    agent = OrchestratorAgent(
+    agent = MessageProcessor(
         store,
-        AgentConfig(task_timeout=lambda t: 30.0 if t.startswith("Character") else 5.0),
+        ProcessorConfig(task_timeout=lambda t: 30.0 if t.startswith("Character") else 5.0),
         clock=lambda: FIXED_NOW,
     )
     task_id, _s, _c = _one_pending_task(agent, wire)

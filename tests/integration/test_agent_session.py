@@ -1,4 +1,4 @@
-"""A whole Genesis session through `OrchestratorAgent.process_message` on a real PostgreSQL:
+"""A whole Genesis session through `MessageProcessor.process_message` on a real PostgreSQL:
 the exact facts, outbox rows and AsyncTasks each wire-contract message produces."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from orchestrator.core import ids
 from orchestrator.core import trace_context as tracing
 from orchestrator.core.inbound import RawMessage
 from orchestrator.core.records import Outcome, Status
-from orchestrator.service.process_message import OrchestratorAgent
+from orchestrator.service.process_message import MessageProcessor
 from tests.support.db import (
     DOMAIN_TOPIC,
     FIXED_NOW,
@@ -36,8 +36,8 @@ def cap_id(cause: str, msg_type: str) -> str:
     return ids.derive(cause, "capability", msg_type)
 
 
-def make_agent(store: SqlStore) -> OrchestratorAgent:
-    return OrchestratorAgent(store, clock=lambda: FIXED_NOW)
+def make_agent(store: SqlStore) -> MessageProcessor:
+    return MessageProcessor(store, clock=lambda: FIXED_NOW)
 
 
 def expected_fact(
@@ -173,7 +173,7 @@ def completed_task(
     }
 
 
-def deliver(agent: OrchestratorAgent, raw: Any) -> Outcome:
+def deliver(agent: MessageProcessor, raw: Any) -> Outcome:
     outcome = agent.process_message(raw)
     assert outcome.status is Status.PROCESSED, outcome
     assert outcome.dispatch_failed is False

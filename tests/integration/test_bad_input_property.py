@@ -1,5 +1,5 @@
 """Generated input, valid and mutated: `classify` only ever refuses with `InvalidInput` and a
-known category; `OrchestratorAgent.process_message` on a real database never raises, every input
+known category; `MessageProcessor.process_message` on a real database never raises, every input
 ends processed, ignored or dead-lettered, and the database stays consistent per `verify`."""
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from sqlalchemy import Engine, text
 
 from orchestrator.adapters.postgres.engine import make_engine
 from orchestrator.adapters.postgres.store import SqlStore
+from orchestrator.core.classify import Kind, classify
 from orchestrator.core.command_strategies import default_registry
 from orchestrator.core.errors import Category, InvalidInput
 from orchestrator.core.inbound import RawMessage
-from orchestrator.core.plan import Kind, classify
 from orchestrator.core.records import Status
 from orchestrator.devtools.verify import verify
-from orchestrator.service.process_message import AgentConfig, OrchestratorAgent
+from orchestrator.service.process_message import MessageProcessor, ProcessorConfig
 from tests.support.helpers import DatabaseFactory
 
 DOMAIN_TOPIC = "genesis.domain.events"
@@ -203,11 +203,11 @@ def test_classify_refuses_only_with_a_known_category(raw: RawMessage) -> None:
 
 
 @pytest.fixture(scope="module")
-def agent_db(fresh_database_url: DatabaseFactory) -> Iterator[tuple[Engine, OrchestratorAgent]]:
+def agent_db(fresh_database_url: DatabaseFactory) -> Iterator[tuple[Engine, MessageProcessor]]:
     url = fresh_database_url()
     engine = make_engine(url)
     try:
-        yield engine, OrchestratorAgent(SqlStore(engine), AgentConfig(max_message_bytes=CAP))
+        yield engine, MessageProcessor(SqlStore(engine), ProcessorConfig(max_message_bytes=CAP))
     finally:
         engine.dispose()
         fresh_database_url.drop(url)
@@ -223,7 +223,7 @@ SETTLED = {Status.PROCESSED, Status.NO_HANDLER, Status.DUPLICATE}
 )
 @given(raw=messages())
 def test_process_message_settles_every_input(
-    agent_db: tuple[Engine, OrchestratorAgent], raw: RawMessage
+    agent_db: tuple[Engine, MessageProcessor], raw: RawMessage
 ) -> None:
     engine, agent = agent_db
     outcome = agent.process_message(raw)
@@ -266,7 +266,7 @@ def test_process_message_settles_every_input(
 
 
 def test_same_bytes_with_other_headers_are_another_dead_letter(
-    agent_db: tuple[Engine, OrchestratorAgent],
+    agent_db: tuple[Engine, MessageProcessor],
 ) -> None:
     engine, agent = agent_db
     value, key = b"not json " + uuid.uuid4().hex.encode(), b"k"

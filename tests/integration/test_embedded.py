@@ -15,11 +15,13 @@ import psutil
 import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
+from orchestrator.adapters.kafka.topics import create_topics
 from orchestrator.devtools import embedded
 from orchestrator.devtools.embedded import (
     EmbeddedKafka,
@@ -28,9 +30,10 @@ from orchestrator.devtools.embedded import (
     EmbeddedServer,
     EmbeddedServerError,
     EmbeddedStack,
-    create_topics,
     free_port,
 )
+from orchestrator.devtools.embedded import server as embedded_server
+from orchestrator.devtools.processes import log_tail, stop_process
 from tests.support.helpers import REDIS_LOCK_KEY, DatabaseFactory, wait_for
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -137,8 +140,13 @@ def test_kafka_starts_answers_and_stops() -> None:
         assert kafka.pids == [pid]
         assert psutil.Process(pid).exe() == str(embedded.tansu_binary())
         topic = f"embedded.check.{os.getpid()}"
-        create_topics(bootstrap, [topic])
-        create_topics(bootstrap, [topic])  # an existing topic is fine
+        assert create_topics(bootstrap, [topic, topic]) == [topic]
+        assert create_topics(bootstrap, [topic]) == []  # an existing topic is fine
+        wide = f"{topic}.wide"
+        assert create_topics(bootstrap, [topic, wide], partitions=3) == [wide]
+        topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+        assert len(topics[wide].partitions) == 3
+        assert len(topics[topic].partitions) == 1  # an existing topic keeps its layout
         _produce_and_consume(bootstrap, topic, group_id=f"g-{os.getpid()}")
         tree = _process_tree(kafka.pids)
         workdir = kafka.workdir
@@ -236,6 +244,41 @@ def test_stop_without_start_and_twice_is_harmless() -> None:
     assert server.pids == []
 
 
+# -- process primitives ----------------------------------------------------------------------
+
+
+def test_stop_process_kills_a_child_that_ignores_the_first_signal(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    code = (
+        "import pathlib, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "pathlib.Path(sys.argv[1]).write_text('x')\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(ready)])
+    try:
+        wait_for(ready.exists, timeout=15, message="the child to ignore SIGTERM")
+        began = time.monotonic()
+        stop_process(child, grace=0.2)
+        elapsed = time.monotonic() - began
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -9, "SIGTERM was ignored: the child must end by SIGKILL"
+    assert 0.2 <= elapsed < 10, f"stopped after {elapsed:.2f}s"
+    stop_process(child)  # an already reaped child is harmless
+
+
+def test_log_tail_keeps_the_end_of_the_file(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_bytes(b"head-" * 1000 + b"last line\n")
+    tail = log_tail(log, chars=20)
+    assert tail.endswith("last line\n")
+    assert len(tail) == 20
+    assert log_tail(tmp_path / "missing.log") == ""
+
+
 # -- failures --------------------------------------------------------------------------------
 
 
@@ -261,7 +304,7 @@ def test_server_that_dies_on_a_taken_port_is_retried_elsewhere(
         offered.append(port)
         return port
 
-    monkeypatch.setattr(embedded, "free_port", first_the_taken_port)
+    monkeypatch.setattr(embedded_server, "free_port", first_the_taken_port)
     with server_class() as server:
         assert offered[0] == taken_port
         assert len(offered) >= 2, "the server should have died on the taken port"

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from orchestrator.adapters.kafka.clients import make_consumer
+from orchestrator.adapters.kafka.ingest_source import KafkaSource
 from orchestrator.adapters.postgres.store import SqlStore
 from orchestrator.service.ingest import Ingester
-from orchestrator.service.process_message import OrchestratorAgent
+from orchestrator.service.process_message import MessageProcessor
 from orchestrator.settings import load_settings
 from tests.support.db import Db, Wire
 from tests.support.helpers import wait_for
@@ -49,7 +50,7 @@ def test_offsets_a_fetch_skipped_are_read_again(
 
     triggers: list[str] = []
     ingester = Ingester(
-        OrchestratorAgent(store),
+        MessageProcessor(store),
         store,
         None,
         lambda session_id, _queue, _trace: triggers.append(session_id),
@@ -58,7 +59,9 @@ def test_offsets_a_fetch_skipped_are_read_again(
         gap_rechecks=3,
     )
     ingester.gaps.expect(topic, 0, 0)
-    consumer = make_consumer(load_settings(kafka_bootstrap_servers=kafka_bootstrap), kafka_group_id)
+    consumer = KafkaSource(
+        make_consumer(load_settings(kafka_bootstrap_servers=kafka_bootstrap), kafka_group_id)
+    )
     stop = threading.Event()
     runner = threading.Thread(
         target=ingester.run, args=(consumer, [topic], stop), kwargs={"batch_size": 100}

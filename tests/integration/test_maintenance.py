@@ -7,12 +7,15 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine
 
+from orchestrator.adapters.postgres.backlog import PgBacklog
+from orchestrator.adapters.postgres.maintenance import PgMaintenance
 from orchestrator.core import ids
+from orchestrator.core.queues import CAPABILITY_QUEUE, DOMAIN_QUEUE
 from orchestrator.service.maintenance import Maintenance
 from tests.support.db import CAPABILITY_TOPIC, DOMAIN_TOPIC, EMPTY_COUNTS, Db
 
 TIMED_OUT = "Genesis.Session.AsyncTask.TimedOut"
-QUEUES = {DOMAIN_TOPIC: "orchestrator.domain", CAPABILITY_TOPIC: "orchestrator.capability"}
+QUEUES = {DOMAIN_TOPIC: DOMAIN_QUEUE, CAPABILITY_TOPIC: CAPABILITY_QUEUE}
 
 
 def make_maintenance(
@@ -22,7 +25,7 @@ def make_maintenance(
     options: dict[str, Any] = {"redrive_after_s": 30.0, "retention_s": 3600.0}
     options.update(overrides)
     return Maintenance(
-        engine,
+        PgMaintenance(engine),
         DOMAIN_TOPIC,
         lambda session_id, queue: calls.append((session_id, queue)),
         QUEUES.__getitem__,
@@ -288,3 +291,18 @@ def test_prune_works_in_slices(engine: Engine, db: Db) -> None:
     assert maintenance.prune(limit=2) == (1, 1)
     assert maintenance.prune(limit=2) == (0, 0)
     assert db.counts()["event_outbox"] == db.counts()["inbox"] == 0
+
+
+def test_backlog_counts_waiting_rows_and_ages_the_oldest(engine: Engine, db: Db) -> None:
+    """Read at scrape time for the metrics gauges (`orchestrator_outbox_pending`, ...)."""
+    assert PgBacklog(engine)() == (0.0, 0.0, 0.0, 0.0, 0.0)
+    add_outbox(db, "pending-old", "PENDING", None, "2 minutes")
+    add_outbox(db, "pending-new", "PENDING", None, "1 second")
+    add_outbox(db, "failed", "FAILED", None, "1 hour")
+    add_outbox(db, "sent", "SENT", "1 minute", "1 hour")
+    add_inbox(db, "s-1", "waiting", received="30 seconds")
+    add_inbox(db, "s-2", "done", processed="1 minute", received="1 hour")
+    pending, lag, failed, backlog, oldest = PgBacklog(engine)()
+    assert (pending, failed, backlog) == (2.0, 1.0, 1.0)
+    assert 120.0 <= lag < 130.0
+    assert 30.0 <= oldest < 40.0

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from sqlalchemy import Engine
 
+from orchestrator.adapters.postgres.operator_store import PgOperatorStore
 from orchestrator.adapters.postgres.store import SqlStore
 from orchestrator.core import ids
 from orchestrator.core.catalogue import task_topic
@@ -24,17 +25,17 @@ from orchestrator.core.command_strategies import (
 from orchestrator.core.inbound import RawMessage
 from orchestrator.core.records import NewInbox, Outcome, Status
 from orchestrator.core.wire import capability_request
-from orchestrator.service.operator_queries import (
+from orchestrator.service.operator_queries import Operations
+from orchestrator.service.operator_stats import Percentiles
+from orchestrator.service.operator_views import (
     DeadLetterRow,
     HeaderView,
     OperationRefused,
-    Operations,
     OutboxSummary,
-    Percentiles,
     TimelineEntry,
     ms_between,
 )
-from orchestrator.service.process_message import AgentConfig, OrchestratorAgent
+from orchestrator.service.process_message import MessageProcessor, ProcessorConfig
 from tests.support.db import (
     CAPABILITY_TOPIC,
     DLQ_TOPIC,
@@ -56,23 +57,23 @@ def cap_id(cause: str, msg_type: str) -> str:
     return ids.derive(cause, "capability", msg_type)
 
 
-def make_agent(store: SqlStore, **config: Any) -> OrchestratorAgent:
-    return OrchestratorAgent(store, AgentConfig(**config), clock=lambda: FIXED_NOW)
+def make_agent(store: SqlStore, **config: Any) -> MessageProcessor:
+    return MessageProcessor(store, ProcessorConfig(**config), clock=lambda: FIXED_NOW)
 
 
 @pytest.fixture
 def ops(engine: Engine) -> Operations:
-    return Operations(engine)
+    return Operations(PgOperatorStore(engine))
 
 
-def deliver(agent: OrchestratorAgent, raw: RawMessage) -> Outcome:
+def deliver(agent: MessageProcessor, raw: RawMessage) -> Outcome:
     outcome = agent.process_message(raw)
     assert outcome.status is Status.PROCESSED, outcome
     return outcome
 
 
 def character_session(
-    agent: OrchestratorAgent, wire: type[Wire], s: str, c: str, name: str = "Ada"
+    agent: MessageProcessor, wire: type[Wire], s: str, c: str, name: str = "Ada"
 ) -> dict[str, str]:
     """Character.Request -> generated -> reviewed 8.0 (confirmed); the ids of every step."""
     cmd = wire.command("Character.Request", s, c, {"name": name})
@@ -508,9 +509,7 @@ def test_replay_of_a_command_type_registered_since(
     dl = make_agent(store).process_message(poem).dead_letter_id
     assert dl is not None and db.counts()["inbox"] == 0
 
-    fixed = OrchestratorAgent(
-        store, commands=registry_with(PoemStrategy()), clock=lambda: FIXED_NOW
-    )
+    fixed = MessageProcessor(store, commands=registry_with(PoemStrategy()), clock=lambda: FIXED_NOW)
     result = ops.replay_dead_letter(dl, fixed)
 
     fact = fact_id(e, "Genesis.Session.Poem.Requested")
@@ -630,7 +629,7 @@ def test_replay_of_a_row_dead_lettered_while_processing(
     dl = out.dead_letter_id
     assert dl is not None
 
-    broken = OrchestratorAgent(store, commands=registry_with(BrokenCharacterStrategy()))
+    broken = MessageProcessor(store, commands=registry_with(BrokenCharacterStrategy()))
     failed = ops.replay_dead_letter(dl, broken)
     assert not failed.replayed
     assert (failed.status, failed.outcome, failed.category) == (
@@ -723,7 +722,7 @@ def test_replay_all_of_a_category(
     assert len(ops.open_dead_letter_ids()) == 4
     assert ops.open_dead_letter_ids("unknown_command") == dls
 
-    fixed = OrchestratorAgent(store, commands=registry_with(PoemStrategy()))
+    fixed = MessageProcessor(store, commands=registry_with(PoemStrategy()))
     results = [
         ops.replay_dead_letter(i, fixed) for i in ops.open_dead_letter_ids("unknown_command")
     ]

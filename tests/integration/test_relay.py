@@ -16,10 +16,13 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 
 from orchestrator.adapters.kafka.clients import producer_config
+from orchestrator.adapters.kafka.publisher import KafkaPublisher
+from orchestrator.adapters.kafka.topics import create_topics
 from orchestrator.adapters.postgres.engine import make_engine
+from orchestrator.adapters.postgres.outbox import PgOutbox
 from orchestrator.adapters.postgres.store import SqlStore
 from orchestrator.core.records import OutboxMessage
-from orchestrator.devtools.embedded import create_topics, free_port
+from orchestrator.devtools.embedded import free_port
 from orchestrator.service.relay import OutboxRelay, RelayResult
 from orchestrator.settings import Settings, load_settings
 from tests.support.db import Db
@@ -44,7 +47,7 @@ def make_relay(engine: Engine, producer: Producer, **overrides: Any) -> OutboxRe
         "backoff_max_s": 60.0,
     }
     options.update(overrides)
-    return OutboxRelay(engine, producer, **options)
+    return OutboxRelay(PgOutbox(engine), KafkaPublisher(producer), **options)
 
 
 def outbox_row(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from orchestrator.adapters.kafka.clients import producer_config
-from orchestrator.devtools.embedded import create_topics
+from orchestrator.adapters.kafka.topics import create_topics
 from orchestrator.settings import load_settings
 from tests.faults.servers import RestartableKafka
 from tests.support.helpers import unique_suffix, wait_for

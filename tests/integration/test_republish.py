@@ -6,16 +6,18 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine
 
+from orchestrator.adapters.postgres.operator_store import PgOperatorStore
 from orchestrator.adapters.postgres.store import SqlStore
-from orchestrator.service.operator_queries import OperationRefused, Operations
-from orchestrator.service.process_message import OrchestratorAgent
+from orchestrator.service.operator_queries import Operations
+from orchestrator.service.operator_views import OperationRefused
+from orchestrator.service.process_message import MessageProcessor
 from tests.support.db import Db, Wire
 
 
 def test_republish_hands_recent_sent_rows_back_in_seq_order(
     store: SqlStore, engine: Engine, db: Db, wire: type[Wire]
 ) -> None:
-    agent = OrchestratorAgent(store)
+    agent = MessageProcessor(store)
     for n in range(3):
         s = f"session-{n}-{wire.new_id()}"
         assert agent.process_message(wire.command("Character.Request", s, wire.new_id())).fact_ids
@@ -28,7 +30,7 @@ def test_republish_hands_recent_sent_rows_back_in_seq_order(
         ids=recent,
     )
 
-    ops = Operations(engine)
+    ops = Operations(PgOperatorStore(engine))
     assert sorted(ops.republish_sent(60)) == sorted(recent)
     pending = db.all(
         "SELECT id, claimed_until, attempts FROM event_outbox WHERE status = 'PENDING' ORDER BY seq"

@@ -14,7 +14,7 @@ from orchestrator.adapters.postgres.store import SqlStore
 from orchestrator.core.errors import Category
 from orchestrator.core.inbound import RawMessage
 from orchestrator.core.records import Status
-from orchestrator.service.process_message import AgentConfig, OrchestratorAgent
+from orchestrator.service.process_message import MessageProcessor, ProcessorConfig
 
 # -- the payload size cap ---------------------------------------------------------------------
 
@@ -30,7 +30,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 def test_payload_over_the_cap_is_a_too_large_dead_letter(engine: Engine) -> None:
     cap = 2048
-    agent = OrchestratorAgent(SqlStore(engine), AgentConfig(max_message_bytes=cap))
+    agent = MessageProcessor(SqlStore(engine), ProcessorConfig(max_message_bytes=cap))
     session = str(uuid.uuid4())
     doc = {
         "event_id": str(uuid.uuid4()),

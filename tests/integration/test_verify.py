@@ -1,5 +1,5 @@
 """The invariant checker on a real database: a database filled through
-`OrchestratorAgent.process_message` verifies clean; each break made with SQL is reported exactly,
+`MessageProcessor.process_message` verifies clean; each break made with SQL is reported exactly,
 naming the message it concerns; the `verify` command prints the same and sets its exit code."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from orchestrator.adapters.postgres.engine import make_engine
+from orchestrator.adapters.postgres.maintenance import PgMaintenance
 from orchestrator.adapters.postgres.store import SqlStore
 from orchestrator.cli.main import app
 from orchestrator.cli.verify_command import verify_command
@@ -28,7 +29,7 @@ from orchestrator.core.outbound import raw_dead_letter_id
 from orchestrator.core.records import Status
 from orchestrator.devtools.verify import Code, ExpectedInput, Report, verify
 from orchestrator.service.maintenance import Maintenance
-from orchestrator.service.process_message import OrchestratorAgent
+from orchestrator.service.process_message import MessageProcessor
 from tests.support.db import CAPABILITY_TOPIC, DOMAIN_TOPIC, FIXED_NOW, Db, Wire
 from tests.support.helpers import DatabaseFactory
 
@@ -74,7 +75,7 @@ class Filled:
     expected: list[ExpectedInput]
 
 
-def fill(agent: OrchestratorAgent, engine: Engine, db: Db, wire: type[Wire]) -> Filled:
+def fill(agent: MessageProcessor, engine: Engine, db: Db, wire: type[Wire]) -> Filled:
     s1, s2 = str(uuid.uuid4()), str(uuid.uuid4())
     k1, k2, k3 = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     cmd1 = wire.command("Character.Request", s1, k1, {"name": "Ada"})
@@ -111,7 +112,9 @@ def fill(agent: OrchestratorAgent, engine: Engine, db: Db, wire: type[Wire]) -> 
     db.exec(
         "UPDATE async_tasks SET deadline_at = now() - interval '1 second' WHERE id = :id", id=t3
     )
-    maintenance = Maintenance(engine, DOMAIN_TOPIC, lambda *_: None, lambda _t: "", 60.0, 3600.0)
+    maintenance = Maintenance(
+        PgMaintenance(engine), DOMAIN_TOPIC, lambda *_: None, lambda _t: "", 60.0, 3600.0
+    )
     assert maintenance.expire_tasks() == 1
     relay_everything(db)
     mid = wire.message_id
@@ -179,7 +182,7 @@ def snapshot(database_url: str) -> Iterator[Filled]:
     engine = make_engine(database_url)
     try:
         db = Db(engine)
-        done = fill(OrchestratorAgent(SqlStore(engine), clock=lambda: FIXED_NOW), engine, db, Wire)
+        done = fill(MessageProcessor(SqlStore(engine), clock=lambda: FIXED_NOW), engine, db, Wire)
         db.exec("CREATE SCHEMA verify_snapshot")
         for table in TABLES:
             db.exec(f"CREATE TABLE verify_snapshot.{table} AS TABLE public.{table}")
@@ -526,7 +529,7 @@ def test_a_task_absorbed_by_an_active_one_is_no_problem(
 ) -> None:
     """Two commands of one correlation while the first task is active: the source design
     creates no second AsyncTask (the second message still goes out)."""
-    agent = OrchestratorAgent(store, clock=lambda: FIXED_NOW)
+    agent = MessageProcessor(store, clock=lambda: FIXED_NOW)
     session, corr = str(uuid.uuid4()), str(uuid.uuid4())
     first = agent.process_message(wire.command("Character.Request", session, corr))
     second = agent.process_message(wire.command("Character.Request", session, corr))

@@ -8,7 +8,7 @@ dead-lettered (well-formed non-command domain events, capability events no handl
 not in the corpus.
 
 `MAX_BYTES` is the size cap the corpus is built for: tests run the pipeline with
-`ORCHESTRATOR_MAX_MESSAGE_BYTES=MAX_BYTES` (or `AgentConfig(max_message_bytes=MAX_BYTES)`).
+`ORCHESTRATOR_MAX_MESSAGE_BYTES=MAX_BYTES` (or `ProcessorConfig(max_message_bytes=MAX_BYTES)`).
 """
 
 from __future__ import annotations

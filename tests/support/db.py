@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, text
 
-from orchestrator.adapters.postgres.store import decode_headers
+from orchestrator.adapters.postgres.codec import decode_headers
 from orchestrator.core.inbound import RawMessage
 
 DOMAIN_TOPIC = "genesis.domain.events"

@@ -24,12 +24,15 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from bench.procs import BIN, Proc, stop_together
-from orchestrator.adapters.kafka.offset_gaps import OffsetGapGuard
 from orchestrator.core.inbound import RawMessage
+from orchestrator.core.offset_gaps import OffsetGapGuard
+from orchestrator.core.queues import queue_list
+from orchestrator.devtools.supervisor import BIN, Child, Supervisor
 from tests.support.helpers import wait_for
 
-ALL_QUEUES = "orchestrator.domain,orchestrator.capability,orchestrator.relay"
+# The handle of one started process, as the tests call it.
+Proc = Child
+ALL_QUEUES = queue_list()
 TASK_BASES = ("character", "outline", "world", "plot", "writer", "review")
 
 
@@ -240,7 +243,6 @@ class Stack:
     database_url: str
     redis_url: str
     overrides: dict[str, str] = field(default_factory=dict)
-    procs: list[Proc] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         s = uuid.uuid4().hex[:10]
@@ -251,6 +253,12 @@ class Stack:
         self.task_prefix = f"t{s}."
         self.engine = create_engine(self.database_url, poolclass=NullPool)
         self._producer: Producer | None = None
+        self.supervisor = Supervisor(self.tmp)
+
+    @property
+    def procs(self) -> list[Proc]:
+        """Every process this stack started, restarted ones included."""
+        return self.supervisor.started
 
     def task_topic(self, base: str) -> str:
         return f"{self.task_prefix}genesis.{base}.tasks"
@@ -299,21 +307,8 @@ class Stack:
     # -- processes -----------------------------------------------------------------------------
 
     def spawn(self, name: str, argv: Sequence[str], **env: str) -> Proc:
-        log = self.tmp / f"{name}.log"
-        handle = log.open("ab")
-        popen = subprocess.Popen(
-            list(argv),
-            cwd=self.tmp,
-            env=self.env(**env),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        handle.close()
-        proc = Proc(name, popen, log)
-        self.procs.append(proc)
-        return proc
+        """Start a process in `tmp`, its output appended to `tmp/<name>.log`."""
+        return self.supervisor.spawn(name, argv, env=self.env(**env))
 
     def cli(
         self, *args: str, timeout: float = 60.0, **env: str
@@ -391,12 +386,10 @@ class Stack:
         self.start_ingester()
 
     def stop_all(self, timeout: float = 20.0) -> None:
-        stop_together(self.procs, timeout)
+        self.supervisor.stop_all(timeout)
 
     def logs(self) -> str:
-        return "\n".join(
-            f"---- {p.name} (pid {p.pid}, rc {p.popen.returncode})\n{p.tail()}" for p in self.procs
-        )
+        return self.supervisor.logs()
 
     # -- input ---------------------------------------------------------------------------------
 

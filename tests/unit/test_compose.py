@@ -26,7 +26,6 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 
 APP_IMAGE = "genesis-orchestrator:local"
 CELERY_APP = "tasks"
-QUEUES = frozenset({"orchestrator.domain", "orchestrator.capability", "orchestrator.relay"})
 
 # The argv of every service that runs the application image. The compose file must run exactly
 # these; the CLI and queue checks below validate them.
@@ -397,22 +396,40 @@ def test_app_service_runs_a_known_command(services: dict[str, dict[str, Any]], n
     assert "entrypoint" not in services[name], f"{name}: keep the image's entrypoint"
 
 
-def test_celery_commands_use_only_the_orchestrator_queues() -> None:
-    served: set[str] = set()
-    for name, argv in APP_COMMANDS.items():
-        if argv[0] != "celery":
+def _declared_queues(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The queues the Celery app declares: where its tasks can be sent."""
+    from orchestrator.adapters.celery.app import make_celery
+    from orchestrator.settings import load_settings
+    from tests.support.env import clean_env
+
+    clean_env(monkeypatch)
+    return {q.name for q in make_celery(load_settings()).conf.task_queues}
+
+
+def test_compose_workers_serve_exactly_the_queues_the_app_declares(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read from docker-compose.yml: a queue no worker serves fills up for ever, a queue the
+    app does not declare is never fed, and one queue per worker service lets each scale."""
+    declared = _declared_queues(monkeypatch)
+    served: dict[str, str] = {}
+    for name, service in sorted(services.items()):
+        command = service.get("command")
+        if not isinstance(command, list) or command[:1] != ["celery"]:
             continue
-        subcommand, rest = _celery_subcommand(name, argv)
+        subcommand, rest = _celery_subcommand(name, [str(a) for a in command])
         assert subcommand in ("worker", "beat", "flower"), f"{name}: celery {subcommand}?"
         queues = {q for value in _option_values(rest, "-Q", "--queues") for q in value.split(",")}
         if subcommand != "worker":
             assert not queues, f"{name}: only workers take -Q"
             continue
         assert queues, f"{name}: a worker must name its queues (-Q), not take Celery's default"
-        assert queues <= QUEUES, f"{name}: unknown queues {sorted(queues - QUEUES)}"
-        assert queues == {WORKER_QUEUES[name]}, f"{name}: serves {queues}"
-        served |= queues
-    assert served == QUEUES, f"no worker serves {sorted(QUEUES - served)}"
+        assert queues <= declared, f"{name}: the app declares no queue {sorted(queues - declared)}"
+        assert queues == {WORKER_QUEUES.get(name)}, f"{name}: serves {sorted(queues)}"
+        for queue in queues:
+            assert queue not in served, f"{served[queue]} and {name} both serve {queue}"
+            served[queue] = name
+    assert set(served) == declared, f"no worker serves {sorted(declared - set(served))}"
 
 
 @pytest.mark.parametrize("name", sorted(WORKER_QUEUES))

@@ -3,7 +3,7 @@ broker really has is accepted after a few rechecks."""
 
 from __future__ import annotations
 
-from orchestrator.adapters.kafka.offset_gaps import Gap, OffsetGapGuard
+from orchestrator.core.offset_gaps import Gap, OffsetGapGuard
 
 T = "genesis.domain.events"
 

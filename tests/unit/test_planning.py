@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -26,6 +27,11 @@ CAP = 1_048_576
 NOW = "2024-05-01T12:00:00Z"
 SESSION = "1e2d3c4b-5a69-4788-9a0b-c1d2e3f4a5b6"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+# The `traceparent` of what the command of `command_doc(user_input=USER_INPUT)` produces, written
+# out: the input's trace id and flags, and a span id of the produced message's own (the first
+# 16 hex digits of sha256("span:" + the message's id)).
+FACT_TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-93720b18f31daacd-01"
+TASK_TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-a554a1f489c0fe7f-01"
 
 
 def command_doc(
@@ -343,17 +349,19 @@ def test_fact_outbox_message() -> None:
         "correlation_id": b"corr-100",
         "causation_id": b"evt-100",
         "type": b"Genesis.Session.Character.Requested",
-        "traceparent": child_of_input(fact.event_id),
+        "traceparent": FACT_TRACEPARENT,
     }
 
 
-def child_of_input(message_id: str) -> bytes:
-    """Same trace as the input, a span id of the produced message's own."""
-    header_value = tracing.child(TRACEPARENT, message_id)
-    trace_id = TRACEPARENT.split("-")[1]
-    assert header_value.split("-")[1] == trace_id
-    assert header_value.split("-")[2] != TRACEPARENT.split("-")[2]
-    return header_value.encode()
+def test_a_produced_message_is_a_child_span_of_its_input() -> None:
+    """Same trace id and flags as the input; the span id derives from the produced message's
+    id alone, so a re-run yields the same header."""
+    span = hashlib.sha256(b"span:message-1").hexdigest()[:16]
+    assert tracing.child(TRACEPARENT, "message-1") == (
+        f"00-4bf92f3577b34da6a3ce929d0e0e4736-{span}-01"
+    )
+    sampled_off = TRACEPARENT[:-2] + "00"
+    assert tracing.child(sampled_off, "message-1").endswith(f"-{span}-00")
 
 
 def test_fact_outbox_message_without_traceparent_starts_a_trace() -> None:
@@ -389,7 +397,7 @@ def test_capability_outbox_message() -> None:
         "correlation_id": b"corr-100",
         "causation_id": b"evt-100",
         "type": b"Character.Design.GenerationRequested",
-        "traceparent": child_of_input(msg.message_id),
+        "traceparent": TASK_TRACEPARENT,
     }
     without = capability_message(msg, None)
     assert tracing.parse(header_dict(without)["traceparent"].decode()) is not None  # type: ignore[union-attr]
@@ -405,7 +413,7 @@ def test_published_capability_message_parses_back() -> None:
     assert evt.type == "Character.Design.GenerationRequested"
     assert evt.session_id == SESSION
     assert evt.correlation_id == "corr-100"
-    assert evt.traceparent == child_of_input(msg.message_id).decode()
+    assert evt.traceparent == TASK_TRACEPARENT.decode()
 
 
 def test_dead_letter_message() -> None:

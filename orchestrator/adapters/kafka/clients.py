@@ -2,42 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka import admin as kafka_admin
+from confluent_kafka import Consumer, Producer
 
 from orchestrator.settings import Settings
-
-# Errors after which publishing the same message again cannot succeed: the row is FAILED and its
-# key moves on. Everything else (timeouts, transport, leader changes) is retried with backoff.
-# A missing topic is not among them: it is the cluster's state, not the message's (topics not
-# created yet, or a broker that lost them), so its rows wait, in key order, until it exists.
-PERMANENT_ERRORS = frozenset(
-    {
-        KafkaError.MSG_SIZE_TOO_LARGE,
-        KafkaError.RECORD_LIST_TOO_LARGE,
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-        KafkaError._INVALID_ARG,
-        KafkaError.INVALID_RECORD,
-        KafkaError.TOPIC_EXCEPTION,
-    }
-)
-
-
-def is_fatal(err: KafkaError) -> bool:
-    """The producer is unusable for good (the error itself, or `produce()` refusing with
-    _FATAL once such an error happened): it must be replaced."""
-    return bool(err.fatal()) or err.code() == KafkaError._FATAL
-
-
-def is_permanent(err: KafkaError) -> bool:
-    """A fatal error is the producer's state, not the message's: never permanent for the row
-    (the relay replaces the producer and the row is retried)."""
-    return err.code() in PERMANENT_ERRORS and not is_fatal(err)
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -97,34 +66,3 @@ def make_producer(settings: Settings, **extra: Any) -> Producer:
 
 def make_consumer(settings: Settings, group: str | None = None, **extra: Any) -> Consumer:
     return Consumer(consumer_config(settings, group, **extra))
-
-
-def create_topics(
-    settings: Settings, names: Iterable[str], partitions: int = 1, timeout: float = 15.0
-) -> list[str]:
-    """Create the topics that do not exist yet; return the ones created. Idempotent."""
-    admin = kafka_admin.AdminClient(settings.kafka_common())
-    wanted = sorted(set(names))
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    missing = [n for n in wanted if n not in existing]
-    if missing:
-        futures = admin.create_topics(
-            [
-                kafka_admin.NewTopic(n, num_partitions=partitions, replication_factor=1)  # type: ignore[attr-defined]
-                for n in missing
-            ],
-            operation_timeout=timeout,
-        )
-        for name, fut in futures.items():
-            try:
-                fut.result(timeout=timeout)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-            del name
-    deadline = time.monotonic() + timeout
-    while missing and time.monotonic() < deadline:
-        if set(missing) <= set(admin.list_topics(timeout=timeout).topics):
-            break
-        time.sleep(0.05)
-    return missing

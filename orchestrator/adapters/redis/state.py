@@ -1,5 +1,6 @@
 """Everything the orchestrator keeps in Redis: session locks, wake flags, done markers and the
-relay request flags. Redis is a fast path only; the database decides whenever Redis forgot.
+relay request flags (the `SessionState` port). Redis is a fast path only; the database decides
+whenever Redis forgot. Redis being unreachable is a `TransientError` for the callers.
 
 Key names (all under the configured prefix):
   lock:session:<id>   redis-py Lock (random token, TTL, released only by its owner)
@@ -11,9 +12,10 @@ Key names (all under the configured prefix):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -26,12 +28,52 @@ from orchestrator.core.errors import TransientError
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, redis.exceptions.BusyLoadingError)
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
 @contextmanager
 def translate_redis_errors() -> Iterator[None]:
     try:
         yield
     except REDIS_ERRORS as exc:
         raise TransientError(f"redis unavailable: {exc}") from exc
+
+
+def _translated(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        with translate_redis_errors():
+            return fn(*args, **kwargs)
+
+    return call
+
+
+class RedisSessionLock:
+    """redis-py's `Lock` (random token, TTL, released only by its owner), never waiting."""
+
+    def __init__(self, lock: Lock) -> None:
+        self.lock = lock
+
+    @_translated
+    def acquire(self) -> bool:
+        return bool(self.lock.acquire(blocking=False))
+
+    @_translated
+    def release(self) -> bool:
+        """Release a lock we may have lost (TTL expiry, Redis restart); False if it was gone."""
+        try:
+            self.lock.release()
+            return True
+        except LockError:
+            return False
+
+    @_translated
+    def extend(self) -> bool:
+        try:
+            return bool(self.lock.reacquire())
+        except LockError:
+            return False
 
 
 def make_redis(url: str) -> redis.Redis:
@@ -54,24 +96,25 @@ class RedisState:
 
     # -- session locks and wake-ups -----------------------------------------------------------
 
-    def session_lock(self, session_id: str) -> Lock:
-        return cast(
-            Lock,
-            self.r.lock(
-                self._k("lock", "session", session_id),
-                timeout=self.lock_ttl_s,
-                blocking=False,
-                thread_local=False,
-            ),
+    def session_lock(self, session_id: str) -> RedisSessionLock:
+        lock = self.r.lock(
+            self._k("lock", "session", session_id),
+            timeout=self.lock_ttl_s,
+            blocking=False,
+            thread_local=False,
         )
+        return RedisSessionLock(cast(Lock, lock))
 
+    @_translated
     def set_wake(self, session_id: str) -> None:
         self.r.set(self._k("wake", "session", session_id), 1, px=int(self.lock_ttl_s * 1000))
 
+    @_translated
     def take_wake(self, session_id: str) -> bool:
         """Clear the wake flag; True if it was set."""
         return bool(self.r.delete(self._k("wake", "session", session_id)))
 
+    @_translated
     def has_wake(self, session_id: str) -> bool:
         return bool(self.r.exists(self._k("wake", "session", session_id)))
 
@@ -80,6 +123,7 @@ class RedisState:
     def done_key(self, topic: str, message_id: str) -> str:
         return self._k("done", topic, message_id)
 
+    @_translated
     def after_commit(self, done: Sequence[tuple[str, str]], relay: bool) -> bool:
         """Write done markers and, if outbox rows were written, raise the relay request.
 
@@ -93,6 +137,7 @@ class RedisState:
         results = pipe.execute()
         return bool(relay and results[-1])
 
+    @_translated
     def done_among(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         if not keys:
             return set()
@@ -101,6 +146,7 @@ class RedisState:
 
     # -- relay request coalescing --------------------------------------------------------------
 
+    @_translated
     def request_relay(self) -> bool:
         """Mark the outbox dirty; True if no run is queued (the caller must enqueue one)."""
         pipe = self.r.pipeline(transaction=False)
@@ -108,38 +154,26 @@ class RedisState:
         pipe.set(self._k("relay", "queued"), 1, nx=True, ex=30)
         return bool(pipe.execute()[-1])
 
+    @_translated
     def clear_dirty(self) -> None:
         self.r.delete(self._k("relay", "dirty"))
 
+    @_translated
     def is_dirty(self) -> bool:
         return bool(self.r.exists(self._k("relay", "dirty")))
 
+    @_translated
     def finish_relay_run(self) -> bool:
         """Release the queued flag; True if a request arrived meanwhile and we took it over."""
         self.r.delete(self._k("relay", "queued"))
         return self.is_dirty() and bool(self.r.set(self._k("relay", "queued"), 1, nx=True, ex=30))
 
+    @_translated
     def queue_length(self, queues: Sequence[str]) -> int:
         pipe = self.r.pipeline(transaction=False)
         for q in queues:
             pipe.llen(q)
         return int(sum(int(n) for n in pipe.execute()))
-
-
-def release_quietly(lock: Lock) -> bool:
-    """Release a lock we may have lost (TTL expiry, Redis restart); False if it was gone."""
-    try:
-        lock.release()
-        return True
-    except LockError:
-        return False
-
-
-def extend_quietly(lock: Lock) -> bool:
-    try:
-        return bool(lock.reacquire())
-    except LockError:
-        return False
 
 
 def ping(client: Any) -> bool:

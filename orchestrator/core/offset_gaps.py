@@ -1,11 +1,9 @@
 """Catch a consumer skipping records: a fetch that resumes past the next expected offset.
 
 A broker must never return a record while an earlier offset of the same partition is not yet
-readable, but one that assigns offsets before the records are readable can: a fetch racing
-two producers then returns offset N+1 while N is still being written, and the consumer moves
-past N for good. Tansu's memory storage does this (measured: a tailing consumer skipped a
-batch of 20-40 records in about one run of four with 40,000 records from two producers, while
-a later read found every record). For an ingester that is a valid command lost without a trace.
+readable, but one that assigns offsets before the records are readable can: a fetch racing two
+producers then returns offset N+1 while N is still being written, and the consumer moves past N
+for good. For an ingester that is a valid command lost without a trace.
 
 The guard remembers, per partition, the offset it expects next. A message past it opens a gap:
 the ingester handles what came before the gap, then seeks back to the first missing offset and
