@@ -4,7 +4,8 @@
 the maintenance sweeps, the publisher, the message source and the session state have their
 adapters beside it (`adapters/postgres/`, `adapters/kafka/`, `adapters/redis/`).
 
-Kept as Protocols so the agent and its tests never import SQLAlchemy.
+Kept as Protocols so the service layer and its tests never import a driver: the unit tests
+run it on an in-memory store (`tests/support/memory_store.py`) that keeps the same constraints.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ class Transaction(Protocol):
 
 
 class Store(Protocol):
+    """Transactions that commit on leaving their block and roll back on an exception; inside
+    `session()` they share one connection. `begin_next` commits on its own."""
+
     def session(self) -> AbstractContextManager[None]: ...
     def transaction(self) -> AbstractContextManager[Transaction]: ...
     def begin_next(self, session_id: str) -> InboxRow | None: ...
