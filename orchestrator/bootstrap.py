@@ -67,7 +67,7 @@ class Container:
     # -- the service layer ---------------------------------------------------------------------
 
     @cached_property
-    def agent(self) -> MessageProcessor:
+    def processor(self) -> MessageProcessor:
         s = self.settings
         return MessageProcessor(
             self.store,
@@ -108,7 +108,7 @@ class Container:
     def session_worker(self) -> SessionWorker:
         from orchestrator.observability.metrics import record_outcome
 
-        return SessionWorker(self.agent, self.state, self.enqueue_relay, record_outcome)
+        return SessionWorker(self.processor, self.state, self.enqueue_relay, record_outcome)
 
     @cached_property
     def maintenance(self) -> Maintenance:
@@ -126,7 +126,7 @@ class Container:
         from orchestrator.observability.metrics import record_batch, record_gap
 
         return Ingester(
-            self.agent,
+            self.processor,
             self.store,
             self.state,
             self.trigger,

@@ -170,7 +170,7 @@ def _replay(
             ops = operations_on(c)
             ids = ops.open_dead_letter_ids(category) if dead_letter_id is None else [dead_letter_id]
             for dl_id in ids:
-                results.append(ops.replay_dead_letter(dl_id, c.agent))
+                results.append(ops.replay_dead_letter(dl_id, c.processor))
         if any(r.replayed for r in results):
             request_relay(c, "dead-letters replay")
     finally:

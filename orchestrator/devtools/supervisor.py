@@ -130,9 +130,10 @@ def stop_together(
     """Stop every child at once; how many were still running.
 
     SIGTERM to each child's group (to the leader alone with `leaders_only`: a Celery worker
-    then stops its pool itself), newest first; after `timeout` seconds SIGKILL to the groups
-    that are left; then the leaders are reaped and the rest of each group is waited for.
-    Safe to call again after an interruption, and for children already stopped.
+    then stops its pool itself), newest first. Leaders and the rest of their groups share one
+    grace of `timeout` seconds; SIGKILL then goes to the groups that are left, the leaders are
+    reaped and the rest of each group is waited for. Safe to call again after an interruption,
+    and for children already stopped.
     """
     children = list(children)
     running = [c for c in children if c.alive() or c.group_alive()]
@@ -146,6 +147,9 @@ def stop_together(
     for child in running:
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.popen.wait(max(0.0, deadline - time.monotonic()))
+        # The rest of the group (a worker's pool) gets the same grace as its leader.
+        while child.group_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
     for child in children:
         if child.alive() or child.group_alive():
             child.signal_group(signal.SIGKILL)

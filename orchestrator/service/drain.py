@@ -31,12 +31,12 @@ class DrainResult:
 class SessionWorker:
     def __init__(
         self,
-        agent: MessageProcessor,
+        processor: MessageProcessor,
         state: SessionState,
         enqueue_relay: Callable[[], None],
         on_outcome: Callable[[Outcome], None] = lambda _o: None,
     ) -> None:
-        self.agent = agent
+        self.processor = processor
         self.state = state
         self.enqueue_relay = enqueue_relay
         self.on_outcome = on_outcome
@@ -63,12 +63,12 @@ class SessionWorker:
         """Rows in order on one connection. A row read with no later row pending ends the pass
         without another query: a row committed since then comes with its own trigger, which
         raises the wake flag that `drain` looks at after releasing (or takes the lock)."""
-        store = self.agent.store
+        store = self.processor.store
         with store.session():
             self.state.take_wake(session_id)
             row = store.begin_next(session_id)
             while row is not None:
-                outcome = self.agent.process_row(row)
+                outcome = self.processor.process_row(row)
                 self._after_commit(outcome, row.topic, result)
                 if not row.more:
                     return  # the caller looks at the wake flag once the lock is released

@@ -52,7 +52,7 @@ def queue_for_topic(topic: str, domain_topic: str) -> str:
 class Ingester:
     def __init__(
         self,
-        agent: MessageProcessor,
+        processor: MessageProcessor,
         store: Store,
         state: SessionState | None,
         trigger: Callable[[str, str, str | None], None],
@@ -63,7 +63,7 @@ class Ingester:
         gap_rechecks: int = 3,
         on_gap: Callable[[Gap], None] = lambda _g: None,
     ) -> None:
-        self.agent = agent
+        self.processor = processor
         self.store = store
         self.state = state
         self.trigger = trigger
@@ -109,7 +109,7 @@ class Ingester:
         result: BatchResult,
     ) -> None:
         try:
-            c = self.agent.classify(raw)
+            c = self.processor.classify(raw)
         except InvalidInput as exc:
             dead.append(
                 DeadLetterRecord(
@@ -202,7 +202,7 @@ class Ingester:
         return fresh
 
     def _dead_letter(self, tx: Transaction, record: DeadLetterRecord, result: BatchResult) -> None:
-        self.agent.write_dead_letter(tx, record)
+        self.processor.write_dead_letter(tx, record)
         result.dead_lettered += 1
 
     def _add_trigger(self, result: BatchResult, row: NewInbox) -> None:

@@ -16,7 +16,7 @@ from orchestrator.devtools.supervisor import ChildExited, CommandFailed, Supervi
 from tests.support.helpers import wait_for
 
 # A leader that starts a grandchild in its own group; the grandchild writes `marker` when it gets
-# SIGTERM (and then keeps running), the leader prints the grandchild's PID and waits.
+# SIGTERM and exits, the leader prints the grandchild's PID and waits.
 FAMILY = textwrap.dedent(
     """
     import signal, subprocess, sys, time
@@ -24,6 +24,7 @@ FAMILY = textwrap.dedent(
     import signal, sys, time
     def noted(*_):
         open(sys.argv[1], "w").write("term")
+        sys.exit(0)
     signal.signal(signal.SIGTERM, noted)
     print("ready", flush=True)
     time.sleep(60)
@@ -53,7 +54,7 @@ def grandchild_pid(log: Path) -> int:
 @pytest.mark.parametrize("leaders_only", [False, True], ids=["group", "leaders-only"])
 def test_stop_reaches_the_whole_group(tmp_path: Path, leaders_only: bool) -> None:
     marker = tmp_path / "terminated"
-    sup = Supervisor(tmp_path, leaders_only=leaders_only, grace=10)
+    sup = Supervisor(tmp_path, leaders_only=leaders_only, grace=3)
     child = sup.spawn("family", [sys.executable, "-c", FAMILY, str(marker)])
     grandchild = grandchild_pid(child.log)
 
