@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from rich.console import Console
 
-from bench import report
+from bench import compare, goals, report
 from bench.limits import kafka_roundtrip_msgs_per_s, outbox_samples, pg_txn_per_s
 from bench.services import ServiceError, Services
 from bench.shapes import Shape, ShapeOptions, ShapeResult, ShapeRun, machine, settings_for
@@ -73,6 +73,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " (next to --out; figures of a profiled run are not representative)",
     )
     p.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
+    p.add_argument(
+        "--compare",
+        metavar="REV",
+        default=None,
+        help="then measure git revision REV the same way (a scratch worktree) and print both",
+    )
     args = p.parse_args(argv)
     smoke = args.smoke
     args.out = args.out or (SMOKE_OUT if smoke else DEFAULT_OUT)
@@ -152,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
         report.render(doc, out)
+        goals.render_goals(doc, out)
+        if args.compare:
+            before = compare.run_revision(args.compare, list(argv or sys.argv[1:]), log)
+            doc["before"] = {"revision": before.get("revision"), "shapes": before.get("shapes")}
+            args.out.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+            goals.render_comparison(doc, before, out)
         out.print(f"JSON: {args.out}   ({doc['duration_s']:.0f} s)")
         if profile_dir is not None:
             out.print(f"profiles: {profile_dir}")

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.goals import goals
 from bench.shapes import ShapeResult, max_worker_rss
 
 TARGET_E2E_TO_NOOP = 0.5
@@ -104,6 +105,7 @@ def build(
             "max_rss_mb_by_role": dict(sorted(by_role.items())),
         },
         "targets": targets,
+        "goals": goals([s.as_dict() for s in shapes]),
         "limits": limits,
         "shapes": [s.as_dict() for s in shapes],
         **meta,

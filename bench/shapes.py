@@ -53,6 +53,8 @@ ALL_QUEUES = queue_names.queue_list()
 WORK_QUEUES = queue_names.queue_list(queue_names.WORK_QUEUES)
 RELAY_QUEUE = queue_names.RELAY_QUEUE
 DOMAIN_QUEUE = queue_names.DOMAIN_QUEUE
+# The light-load phase: a user trying the system, far below any limit.
+LIGHT_RATE = 15.0
 WARMUP_COMMANDS = 8
 READY_TIMEOUT_S = 90.0
 
@@ -117,6 +119,10 @@ class ShapeResult:
     burst_latency_ms: dict[str, float] = field(default_factory=dict)
     latency_rate: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
+    # A burst where every command has a session of its own (no two of one session in flight).
+    distinct_commands_per_s: float = 0.0
+    light_rate: float = LIGHT_RATE
+    light_latency_ms: dict[str, float] = field(default_factory=dict)
     send_lateness_ms: float = 0.0
     relay_lag_ms: dict[str, float] = field(default_factory=dict)
     breakdown_ms: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -146,6 +152,12 @@ class ShapeResult:
             "burst_latency_ms": self.burst_latency_ms,
             "latency_rate_commands_per_s": round(self.latency_rate, 1),
             "latency_ms": self.latency_ms,
+            "distinct_sessions_commands_per_s": round(self.distinct_commands_per_s, 1),
+            "distinct_sessions_to_celery_noop": _ratio(
+                self.distinct_commands_per_s, self.celery_noop_tasks_per_s
+            ),
+            "light_load_commands_per_s": self.light_rate,
+            "light_load_latency_ms": self.light_latency_ms,
             "send_lateness_ms": round(self.send_lateness_ms, 1),
             "relay_lag_ms": self.relay_lag_ms,
             "breakdown_ms": self.breakdown_ms,
@@ -387,8 +399,10 @@ class ShapeRun:
                 f"{result.latency_ms['p95']:.0f}/{result.latency_ms['p99']:.0f} ms,"
                 f" relay lag p99 {result.relay_lag_ms['p99']:.0f} ms"
             )
+            self.distinct_and_light(result, tracker, producer, check, recover)
             sampler.sample()
-            commands = WARMUP_COMMANDS + self.opts.commands * (len(self.opts.windows) + 1)
+            commands = WARMUP_COMMANDS + self.opts.commands * (len(self.opts.windows) + 2)
+            commands += self.light_commands()
             result.storage = self.storage(commands)
             if self.opts.profile_dir is not None:
                 self.collect_profiles(app)
@@ -412,6 +426,27 @@ class ShapeRun:
         result.max_queue_length = dict(sampler.max_queue)
         result.seconds = time.monotonic() - began
         return result
+
+    def light_commands(self) -> int:
+        return max(30, min(self.opts.commands // 4, int(LIGHT_RATE * 20)))
+
+    def distinct_and_light(
+        self, result: ShapeResult, tracker: Tracker, producer: Any, check: Any, recover: Any
+    ) -> None:
+        """The goal table's other phases: a burst of commands of as many sessions, then a light
+        open loop (a user's view of an idle system)."""
+        n = self.opts.commands
+        cmds = make_commands(n, n, "distinct")
+        res = run_closed(tracker, producer, cmds, n, self.opts.stall_s, check, recover)
+        result.distinct_commands_per_s = res.rate
+        self.log(f"[{self.shape.name}] one session per command: {res.rate:.0f} commands/s")
+        light = make_commands(self.light_commands(), self.light_commands() // 4 or 1, "light")
+        lat = run_open(tracker, producer, light, LIGHT_RATE, self.opts.stall_s, check, recover)
+        result.light_latency_ms = _summary(lat.latencies_ms)
+        self.log(
+            f"[{self.shape.name}] light load {LIGHT_RATE:.0f}/s: p50/p99"
+            f" {result.light_latency_ms['p50']:.0f}/{result.light_latency_ms['p99']:.0f} ms"
+        )
 
     def collect_profiles(self, app: Any) -> None:
         """Ask every pool process to write its profile (bench.profiled_worker) and wait."""

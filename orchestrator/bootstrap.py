@@ -8,17 +8,19 @@ from typing import Any
 
 from celery import Celery
 
-from orchestrator.adapters.celery.app import DRAIN_TASK, RELAY_TASK
+from orchestrator.adapters.celery.app import DRAIN_BATCH_TASK, DRAIN_TASK, RELAY_TASK
 from orchestrator.adapters.kafka.clients import make_consumer, make_producer
 from orchestrator.adapters.kafka.ingest_source import KafkaSource
 from orchestrator.adapters.kafka.publisher import KafkaPublisher
 from orchestrator.adapters.postgres.backlog import PgBacklog
+from orchestrator.adapters.postgres.drain_store import PgDrainStore
 from orchestrator.adapters.postgres.engine import make_engine
 from orchestrator.adapters.postgres.maintenance import PgMaintenance
 from orchestrator.adapters.postgres.outbox import PgOutbox
 from orchestrator.adapters.postgres.store import SqlStore
 from orchestrator.adapters.redis.state import RedisState, make_redis
 from orchestrator.core.queues import RELAY_QUEUE
+from orchestrator.service.batch_drain import BatchDrainer, DrainBounds
 from orchestrator.service.drain import SessionWorker
 from orchestrator.service.ingest import Ingester, queue_for_topic
 from orchestrator.service.maintenance import Maintenance
@@ -76,6 +78,8 @@ class Container:
                 dlq_topic=s.dlq_topic,
                 max_message_bytes=s.max_message_bytes,
                 max_attempts=s.max_attempts,
+                max_publish_bytes=s.kafka_message_max_bytes,
+                dlq_max_bytes=s.dlq_limit(),
                 command_mapping=s.command_mapping,
                 task_topic_prefix=s.task_topic_prefix,
                 task_timeout=s.timeout_for,
@@ -110,8 +114,24 @@ class Container:
 
         return SessionWorker(self.processor, self.state, self.enqueue_relay, record_outcome)
 
+    def batch_drainer(self, queue: str) -> BatchDrainer:
+        from orchestrator.observability.metrics import record_outcome
+
+        s = self.settings
+        return BatchDrainer(
+            self.processor,
+            PgDrainStore(self.store),
+            self.state,
+            partial(self.request_drain, queue),
+            self.enqueue_relay,
+            record_outcome,
+            DrainBounds(s.drain_batch_sessions, s.drain_batch_rows),
+        )
+
     @cached_property
     def maintenance(self) -> Maintenance:
+        from orchestrator.observability.metrics import observe_command_latency
+
         s = self.settings
         return Maintenance(
             PgMaintenance(self.engine),
@@ -120,6 +140,7 @@ class Container:
             self.queue_for_topic,
             s.redrive_after_s,
             s.retention_s,
+            on_latency=observe_command_latency,
         )
 
     def ingester(self) -> Ingester:
@@ -129,7 +150,7 @@ class Container:
             self.processor,
             self.store,
             self.state,
-            self.trigger,
+            self.request_drain,
             self.request_relay,
             self.settings.domain_topic,
             record_batch,
@@ -147,6 +168,11 @@ class Container:
         """Ask a worker to drain the session; the trace context rides in the task headers."""
         headers = {"traceparent": traceparent} if traceparent else None
         self.celery.send_task(DRAIN_TASK, args=[session_id], queue=queue, headers=headers)
+
+    def request_drain(self, queue: str) -> None:
+        """Ask for a batched drain on `queue`, unless one is queued and not yet started."""
+        if self.state.request_drain(queue):
+            self.celery.send_task(DRAIN_BATCH_TASK, args=[queue], queue=queue)
 
     def enqueue_relay(self) -> None:
         self.celery.send_task(RELAY_TASK, queue=RELAY_QUEUE, expires=30)

@@ -8,14 +8,21 @@ A bad value stops the process with one line naming the variable (`load_settings`
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from orchestrator.core.dlq import (
+    DEFAULT_MESSAGE_MAX_BYTES,
+    MIN_DLQ_MAX_BYTES,
+    PUBLISH_HEADROOM_BYTES,
+)
 from orchestrator.core.errors import ConfigurationError
 
 
@@ -60,6 +67,20 @@ class Settings(BaseSettings):
     kafka_extra: dict[str, str] = Field(
         default_factory=dict, validation_alias=AliasChoices("KAFKA_EXTRA_PROPERTIES")
     )
+    kafka_message_max_bytes: int = Field(
+        DEFAULT_MESSAGE_MAX_BYTES,
+        ge=65_536,
+        le=1_000_000_000,
+        validation_alias=AliasChoices("KAFKA_MESSAGE_MAX_BYTES"),
+        description="the relay producer's `message.max.bytes`: its largest message (keep it"
+        " at or below the broker's and the topics' limit)",
+    )
+    kafka_connect_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="how long a command or process waits for a first answer from"
+        " `KAFKA_BOOTSTRAP_SERVERS` before it stops with one line naming them",
+    )
 
     config_file: Path | None = None
     domain_topic: str = "genesis.domain.events"
@@ -73,7 +94,22 @@ class Settings(BaseSettings):
     command_mapping: dict[str, str] = Field(default_factory=dict)
 
     log_level: str = "INFO"
-    max_message_bytes: int = Field(1_048_576, gt=0)
+    # 960 KiB, not 1 MiB: an input's fact and capability message carry its data plus an
+    # envelope, and must fit the producer's 1,000,000-byte default (`check_limits`). The cap
+    # is lowered rather than the producer's limit raised, since brokers default to ~1 MB too.
+    max_message_bytes: int = Field(
+        983_040,
+        gt=0,
+        description="larger input values are dead letters (`too_large`); must leave"
+        f" {PUBLISH_HEADROOM_BYTES} bytes under `KAFKA_MESSAGE_MAX_BYTES`",
+    )
+    dlq_max_bytes: int | None = Field(
+        None,
+        ge=MIN_DLQ_MAX_BYTES,
+        description="largest DLQ record (key, value and headers); a larger dead letter's"
+        " value is truncated on the topic, whole in the database (default:"
+        " `KAFKA_MESSAGE_MAX_BYTES`)",
+    )
     max_attempts: int = Field(5, ge=1)
     redis_prefix: str = "orch"
     lock_ttl_s: float = Field(30.0, gt=0)
@@ -84,6 +120,11 @@ class Settings(BaseSettings):
     ingest_max_queue_length: int = Field(20_000, ge=1)
     # Reads again from a skipped offset this many times before accepting the hole (0: never).
     ingest_gap_rechecks: int = Field(3, ge=0)
+
+    # One drain pass holds up to this many sessions and processes up to this many of their rows
+    # in one transaction (`orchestrator.service.batch_drain`).
+    drain_batch_sessions: int = Field(100, ge=1)
+    drain_batch_rows: int = Field(500, ge=1)
 
     relay_interval_s: float = Field(1.0, gt=0)
     relay_batch_size: int = Field(1000, ge=1)
@@ -109,6 +150,23 @@ class Settings(BaseSettings):
     celery_prefetch_multiplier: int = Field(4, ge=1)
 
     metrics_port: int = Field(0, ge=0, le=65535)
+    # Modules imported at start-up by every process (comma-separated): where custom command
+    # strategies and result handlers register themselves (`orchestrator.startup.load_plugins`).
+    plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _some_broker(cls, value: str) -> str:
+        if not [part for part in value.split(",") if part.strip()]:
+            raise ValueError("must name at least one broker (host:port), got an empty value")
+        return value.strip()
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _module_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -131,6 +189,10 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    def dlq_limit(self) -> int:
+        """The largest DLQ record: `ORCHESTRATOR_DLQ_MAX_BYTES`, else the producer's limit."""
+        return self.dlq_max_bytes or self.kafka_message_max_bytes
 
     def topics_to_consume(self) -> list[str]:
         return self.consume_topics or [self.domain_topic, self.capability_topic]
@@ -172,6 +234,30 @@ def _env_name(field: str) -> str:
     return f"ORCHESTRATOR_{field.upper()}"
 
 
+# `ORCHESTRATOR_*` variables read outside `Settings` (fault injection, tests): no typo warning.
+NON_SETTING_VARIABLES = frozenset({"ORCHESTRATOR_CRASH_AT"})
+
+
+def setting_variables() -> dict[str, str]:
+    """The environment variable of every setting, by field name, in declaration order."""
+    return {field: _env_name(field) for field in Settings.model_fields}
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """`ORCHESTRATOR_*` variables that are no setting (a typo such as
+    `ORCHESTRATOR_MAX_ATTEMPT`), each with the closest setting's variable (or None)."""
+    known = {name.upper() for name in setting_variables().values()} | NON_SETTING_VARIABLES
+    prefix = "ORCHESTRATOR_"
+    suffixes = sorted(k.removeprefix(prefix) for k in known if k.startswith(prefix))
+    found: list[tuple[str, str | None]] = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(prefix) and upper not in known:
+            close = difflib.get_close_matches(upper.removeprefix(prefix), suffixes, 1, 0.7)
+            found.append((name, prefix + close[0] if close else None))
+    return found
+
+
 def _apply_yaml(settings: Settings) -> Settings:
     """Merge the source design's YAML shape (`orchestrator.consume_topics` ...) if configured."""
     if settings.config_file is None:
@@ -202,6 +288,33 @@ def _apply_yaml(settings: Settings) -> Settings:
         ) from exc
 
 
+def check_limits(settings: Settings) -> Settings:
+    """The size limits hold together, else ConfigurationError naming the variables: what the
+    orchestrator publishes from an input under the cap (its data plus an envelope) and every
+    DLQ record fit the relay producer's `message.max.bytes`."""
+    producer = settings.kafka_message_max_bytes
+    room = producer - PUBLISH_HEADROOM_BYTES
+    if settings.max_message_bytes > room:
+        raise ConfigurationError(
+            f"invalid settings: ORCHESTRATOR_MAX_MESSAGE_BYTES={settings.max_message_bytes}"
+            f" leaves no room under KAFKA_MESSAGE_MAX_BYTES={producer} for the envelope of"
+            f" what an input publishes ({PUBLISH_HEADROOM_BYTES} bytes): lower"
+            f" ORCHESTRATOR_MAX_MESSAGE_BYTES to at most {room} or raise"
+            " KAFKA_MESSAGE_MAX_BYTES (and the broker's limit)"
+        )
+    if settings.dlq_max_bytes is not None and settings.dlq_max_bytes > producer:
+        raise ConfigurationError(
+            f"invalid settings: ORCHESTRATOR_DLQ_MAX_BYTES={settings.dlq_max_bytes} is over"
+            f" KAFKA_MESSAGE_MAX_BYTES={producer}: the relay could not send such a DLQ record"
+        )
+    if "message.max.bytes" in settings.kafka_extra:
+        raise ConfigurationError(
+            "invalid setting KAFKA_EXTRA_PROPERTIES: set message.max.bytes with"
+            " KAFKA_MESSAGE_MAX_BYTES (the size checks use it)"
+        )
+    return settings
+
+
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
@@ -215,9 +328,10 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
-        raise ConfigurationError(f"invalid setting {_env_name(field)}: {err['msg']}") from exc
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigurationError(f"invalid setting {_env_name(field)}: {message}") from exc
     except SettingsError as exc:  # a JSON-valued variable that is not JSON
         match = re.search(r'field "([^"]+)"', str(exc))
         name = _env_name(match.group(1)) if match else "?"
         raise ConfigurationError(f"invalid setting {name}: not valid JSON") from exc
-    return _apply_yaml(settings)
+    return check_limits(_apply_yaml(settings))

@@ -19,6 +19,7 @@ from celery import signals
 
 import beat
 from orchestrator.adapters.celery.app import (
+    DRAIN_BATCH_TASK,
     DRAIN_TASK,
     NOOP_TASK,
     PRUNE_TASK,
@@ -89,6 +90,21 @@ def drain_session(self: Any, session_id: str) -> int:
     """Process the session's unprocessed inbox rows in order (a cheap no-op when none)."""
     with bound(session_id=session_id, traceparent=getattr(self.request, "traceparent", None)):
         return len(container().session_worker.drain(session_id).outcomes)
+
+
+@app.task(
+    name=DRAIN_BATCH_TASK,
+    autoretry_for=RETRYABLE,
+    retry_backoff=1,
+    retry_backoff_max=int(settings.celery_retry_max_s),
+    retry_jitter=True,
+    max_retries=20,
+)
+def drain(queue: str) -> int:
+    """A batched drain asked for on `queue`: every session with pending rows it can hold."""
+    c = container()
+    c.state.start_drain(queue)
+    return len(c.batch_drainer(queue).run().outcomes)
 
 
 @app.task(

@@ -6,7 +6,31 @@ command module ever imports the entry point.
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
+import typer.core
+
+
+def _flags_without_a_type() -> None:
+    """Typer 0.29's rich help prints a flag's type (`--json <bool>`, even `--help <bool>`),
+    which reads as if the flag took a value: flags show no type column."""
+    option = getattr(typer.core, "TyperOption", None)
+    original = getattr(option, "display_type_rich", None)
+    if option is None or original is None or getattr(original, "_flag_aware", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False) and not getattr(self, "count", False):
+            return None
+        result: str | None = original(self, ctx)
+        return result
+
+    display_type_rich._flag_aware = True  # type: ignore[attr-defined]
+    option.display_type_rich = display_type_rich
+
+
+_flags_without_a_type()
 
 app = typer.Typer(
     no_args_is_help=True,

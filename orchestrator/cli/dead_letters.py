@@ -148,14 +148,20 @@ def dead_letters_replay(
             else results[0].as_dict()
         )
     else:
+        # Each result once: on stdout, but the failure of a single replay, which is the
+        # error line on stderr (it used to be printed on both).
         for r in results:
-            typer.echo(_replay_line(r))
-        if replay_all:
-            typer.echo(f"replayed {len(results) - len(failed)}, still dead {len(failed)}")
+            if r.replayed or replay_all:
+                typer.echo(_replay_line(r))
+        if replay_all and not failed:
+            typer.echo(f"replayed {len(results)}, still dead 0")
     if failed and not replay_all:
         fail(f"dead-letters replay: {_replay_line(failed[0])}", 1)
     if failed:
-        fail(f"dead-letters replay: {len(failed)} dead letter(s) still bad", 1)
+        fail(
+            f"dead-letters replay: replayed {len(results) - len(failed)}, still dead {len(failed)}",
+            1,
+        )
 
 
 def _replay(

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from orchestrator.cli.app import app
+from orchestrator.startup import settings_or_exit
 
 
 @app.command()
@@ -36,12 +37,20 @@ def demo(
         file_okay=False,
         help="Directory for the processes' logs (default: a new temporary directory).",
     ),
+    keep: bool = typer.Option(
+        False,
+        "--keep",
+        help="After the story, leave everything running and print the `export` lines for "
+        "trying trace, tasks, send, dead-letters; Ctrl-C or `orchestrator down` stops it.",
+    ),
 ) -> None:
     """Run the whole pipeline with a few sessions and show their story live.
 
     Uses the configured PostgreSQL, Redis and Kafka when all three answer, otherwise starts
-    embedded ones from pip wheels. Stops everything it started, also on Ctrl-C.
+    embedded ones from pip wheels. Stops everything it started, also on Ctrl-C; with --keep,
+    only on Ctrl-C or `orchestrator down`. A bad setting stops it at once (exit 2).
     """
+    settings_or_exit()
     from orchestrator.devtools.demo import DemoOptions, parse_scores, run_demo
 
     try:
@@ -55,6 +64,26 @@ def demo(
             scores=score_list,
             timeout_s=timeout,
             workdir=workdir,
+            keep=keep,
         )
     )
     raise typer.Exit(code)
+
+
+@app.command()
+def down() -> None:
+    """Stop a demo started with `orchestrator demo --keep`, and everything it started.
+
+    Finds it by its state file in the run directory; only the PIDs recorded there (with their
+    start times) are signalled.
+    """
+    from orchestrator.devtools.demo.keep import down as stop_kept_demos
+    from orchestrator.devtools.demo.keep import run_dir
+
+    lines = stop_kept_demos()
+    for line in lines:
+        typer.echo(line)
+    if not lines:
+        typer.echo(f"no kept demo found (state files in {run_dir()})")
+    if any("still running" in line for line in lines):
+        raise typer.Exit(1)

@@ -19,6 +19,7 @@ from orchestrator.cli import stats  # noqa: F401
 from orchestrator.cli import send  # noqa: F401
 from orchestrator.cli import demo_command  # noqa: F401
 from orchestrator.cli import verify_command  # noqa: F401
+from orchestrator.cli import config  # noqa: F401
 from orchestrator.cli import db, topics, outbox, dead_letters  # noqa: F401  (groups)
 # isort: on
 

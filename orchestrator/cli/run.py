@@ -47,9 +47,16 @@ def ingest() -> None:
     _serve_metrics(settings, c.backlog)
     with cli_errors("ingest"):
         ingester = c.ingester()
+        source = c.message_source()
+        topics = settings.topics_to_consume()
+        # A broker that never answers: one line naming it after the bound, exit 1.
+        if not source.wait_until_reachable(settings.kafka_connect_timeout_s, stop, topics):
+            source.consumer.close()
+            c.close()
+            return
         ingester.run(
-            c.message_source(),
-            settings.topics_to_consume(),
+            source,
+            topics,
             stop,
             batch_size=settings.ingest_batch_size,
             poll_timeout_s=settings.ingest_poll_timeout_s,
@@ -87,7 +94,10 @@ def simulate(
     malformed_rate: float = typer.Option(0.0, help="Share of answers sent truncated."),
     group: str = typer.Option("genesis-capability-simulator", help="Consumer group."),
 ) -> None:
-    """Answer capability tasks like the real services would (tests, demo, benchmark)."""
+    """Answer capability tasks like the real services would (tests, demo, benchmark).
+
+    With ORCHESTRATOR_METRICS_PORT set it serves the Prometheus endpoint (a liveness check).
+    """
     settings = command_settings()
     from orchestrator.devtools.simulator import SimulatorConfig, run_simulator
 
@@ -104,5 +114,6 @@ def simulate(
         silent_types=frozenset(silent),
         malformed_rate=malformed_rate,
     )
+    _serve_metrics(settings)
     with cli_errors("simulate"):
         run_simulator(settings, config, stop_on_signals(), group=group)

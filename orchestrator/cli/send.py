@@ -3,7 +3,6 @@ would, and wait for the broker's acknowledgement."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -67,16 +66,6 @@ def parse_payload(text: str) -> dict[str, Any]:
     return doc
 
 
-def _quiet_kafka_logger() -> logging.Logger:
-    """librdkafka's own log lines (connection refused, ...) would clutter stderr: the command
-    reports the outcome itself."""
-    logger = logging.getLogger("orchestrator.cli.kafka")
-    logger.propagate = False
-    if not logger.handlers:
-        logger.addHandler(logging.NullHandler())
-    return logger
-
-
 @app.command()
 def send(
     command_type: str = typer.Argument(..., help="The command type, e.g. Character.Request."),
@@ -92,7 +81,9 @@ def send(
     """Produce a command to the domain topic, as the API layer would; prints its event_id.
 
     A Genesis.Session.Command.Received event (the wire contract), key = session id, header
-    correlation_id. Fails (exit 1) when the broker has not acknowledged it within --timeout.
+    correlation_id. Fails (exit 1) with one line when no broker answers, when the domain topic
+    does not exist (run `orchestrator topics create`) or when the broker has not acknowledged
+    it within --timeout; Ctrl-C stops it at once (exit 130).
     """
     if not command_type.strip():
         usage_error("send: COMMAND_TYPE must not be empty")
@@ -108,8 +99,11 @@ def send(
             command_type, session, body, user, correlation, event_id, datetime.now(UTC)
         )
     )
-    with cli_errors("send"):
-        _produce(settings, session, value, correlation, event_id, timeout)
+    try:
+        with cli_errors("send"):
+            _produce(settings, session, value, correlation, event_id, timeout)
+    except KeyboardInterrupt:
+        fail("send: interrupted", 130)
     if as_json:
         emit_json(
             {
@@ -131,20 +125,33 @@ def _produce(
     event_id: str,
     timeout: float,
 ) -> None:
-    """Produce and wait for the delivery report; exit 1 when there is none or it failed."""
-    from confluent_kafka import KafkaError
+    """Check that a broker answers and the topic exists (`KafkaUnreachable`, `TopicsMissing`),
+    produce, and wait for the delivery report; exit 1 when there is none or it failed. Every
+    wait is in short steps, so Ctrl-C is seen at once."""
+    import time
 
-    from orchestrator.adapters.kafka.clients import make_producer
+    from confluent_kafka import KafkaError, Producer
+
+    from orchestrator.adapters.kafka.clients import producer_config
+    from orchestrator.adapters.kafka.connectivity import (
+        TopicsMissing,
+        missing_topics,
+        wait_for_metadata,
+        watch_of,
+    )
 
     timeout_ms = max(1000, int(timeout * 1000))
-    producer = make_producer(
+    deadline = time.monotonic() + timeout_ms / 1000 + 2
+    conf = producer_config(
         settings,
-        **{
-            "message.timeout.ms": timeout_ms,
-            "client.id": "genesis-orchestrator-cli",
-            "logger": _quiet_kafka_logger(),
-        },
+        quiet=True,
+        **{"message.timeout.ms": timeout_ms, "client.id": "genesis-orchestrator-cli"},
     )
+    producer = Producer(conf)
+    bootstrap = settings.kafka_bootstrap_servers
+    metadata = wait_for_metadata(producer, watch_of(conf), bootstrap, timeout_ms / 1000)
+    if missing_topics(metadata, [settings.domain_topic]):
+        raise TopicsMissing([settings.domain_topic])
     reports: list[KafkaError | None] = []
 
     def on_delivery(err: KafkaError | None, _msg: Any) -> None:
@@ -157,17 +164,18 @@ def _produce(
         headers=[("correlation_id", correlation.encode()), ("message_id", event_id.encode())],
         on_delivery=on_delivery,
     )
-    producer.flush(timeout_ms / 1000 + 2)
+    while not reports and time.monotonic() < deadline:
+        producer.flush(0.2)
     if not reports:
         fail(
             f"send: kafka error: not delivered within {timeout_ms / 1000:g} s"
-            f" (bootstrap {settings.kafka_bootstrap_servers})",
+            f" (bootstrap {bootstrap})",
             1,
         )
     err = reports[0]
     if err is not None:
         fail(
             f"send: kafka error: {one_line(err.str())}"
-            f" (bootstrap {settings.kafka_bootstrap_servers}, topic {settings.domain_topic})",
+            f" (bootstrap {bootstrap}, topic {settings.domain_topic})",
             1,
         )

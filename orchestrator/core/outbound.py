@@ -7,6 +7,13 @@ from typing import Any
 import orjson
 
 from orchestrator.core import ids
+from orchestrator.core.dlq import (
+    DEFAULT_MESSAGE_MAX_BYTES,
+    bounded_text,
+    context_headers,
+    fit_record,
+    wire_size,
+)
 from orchestrator.core.inbound import RawMessage
 from orchestrator.core.plan import FactRow, MessageRow
 from orchestrator.core.records import DeadLetterRecord, OutboxMessage
@@ -96,27 +103,38 @@ def inbox_dead_letter_id(topic: str, message_id: str, category: str) -> str:
     return ids.derive(f"{topic}/{message_id}", "dead_letter", category)
 
 
-def dead_letter_message(record: DeadLetterRecord, dlq_topic: str) -> OutboxMessage:
-    """DLQ record: original bytes and key; the reason and source in headers; `orig.*` headers."""
+def dead_letter_message(
+    record: DeadLetterRecord, dlq_topic: str, max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES
+) -> OutboxMessage:
+    """DLQ record: the original key and value (NULL stays NULL); the reason and source in
+    headers, the input's trace context, its headers as `orig.*`; at most `max_bytes` on the
+    wire, the value cut when it must be (`orchestrator.core.dlq`: the whole stays in the
+    database)."""
     raw = record.raw
-    headers: list[tuple[str, bytes | None]] = [
+    own: list[tuple[str, bytes | None]] = [
         ("dlq_category", record.category.encode()),
-        ("dlq_reason", record.reason.encode()),
+        ("dlq_reason", bounded_text(record.reason)),
         ("source_topic", raw.topic.encode()),
         ("source_partition", str(raw.partition if raw.partition is not None else "").encode()),
         ("source_offset", str(raw.offset if raw.offset is not None else "").encode()),
         ("message_id", record.id.encode()),
         ("type", DEAD_LETTER_TYPE.encode()),
+        *context_headers(raw),
     ]
-    headers.extend((f"orig.{name}", value) for name, value in raw.headers)
+    key, value, headers = fit_record(raw.key, raw.value, own, raw.headers, max_bytes)
     return OutboxMessage(
         id=record.id,
         kind="dead_letter",
         message_type=DEAD_LETTER_TYPE,
         topic=dlq_topic,
-        key=raw.key,
+        key=key,
         headers=tuple(headers),
-        payload=raw.value or b"",
+        payload=value,
         session_id=record.session_id,
         correlation_id=None,
     )
+
+
+def message_size(message: OutboxMessage) -> int:
+    """The bytes of an outbox message as the producer counts them (`dlq.wire_size`)."""
+    return wire_size(message.key, message.payload, message.headers)

@@ -88,7 +88,7 @@ class OutboxMessage:
     topic: str
     key: bytes | None
     headers: Headers
-    payload: bytes
+    payload: bytes | None  # None: a NULL value (the DLQ record of a tombstone)
     session_id: str | None
     correlation_id: str | None
 
@@ -131,5 +131,7 @@ class Outcome:
     wrote_outbox: bool = False
     dispatch_failed: bool = False
     roundtrip_s: list[float] = field(default_factory=list)
+    # (kind, outcome, seconds) of each outcome fact written: its command's inbox arrival -> now
+    command_latency: list[tuple[str, str, float]] = field(default_factory=list)
     kind: str | None = None
     message_type: str | None = None

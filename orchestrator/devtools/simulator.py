@@ -161,8 +161,21 @@ class CapabilitySimulator:
         from confluent_kafka import TopicPartition
 
         gaps = OffsetGapGuard()  # a request the broker let it skip would never be answered
+        ready: list[float] = []
+        began = time.monotonic()
+
+        def assigned(_c: Any, parts: list[Any]) -> None:
+            if not ready:  # the first assignment: requests are read from now on
+                ready.append(time.monotonic() - began)
+                log.info(
+                    "orchestrator_simulator_ready",
+                    partitions=len(parts),
+                    after_s=round(ready[0], 3),
+                )
+
         consumer.subscribe(
             list(topics),
+            on_assign=assigned,
             on_revoke=lambda _c, parts: gaps.forget((p.topic, p.partition) for p in parts),
         )
         pending: list[Answer] = []
@@ -197,12 +210,20 @@ def run_simulator(
     group: str = "genesis-capability-simulator",
     topics: Sequence[str] = TASK_TOPICS,
 ) -> CapabilitySimulator:
+    """Answer until `stop` is set. A broker that does not answer within
+    `settings.kafka_connect_timeout_s` raises `KafkaUnreachable` (naming it) before anything
+    is subscribed; its connection errors are logged once per backoff step meanwhile."""
     from confluent_kafka import Consumer, Producer
 
+    from orchestrator.adapters.kafka.connectivity import wait_for_metadata, watched
+
     common = settings.kafka_common()
+    bootstrap = settings.kafka_bootstrap_servers
+    consumer_watch = watched(bootstrap)
     consumer = Consumer(
         {
             **common,
+            **consumer_watch,
             "group.id": group,
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": settings.kafka_fetch_wait_max_ms,
@@ -211,8 +232,24 @@ def run_simulator(
         }
     )
     # Like every producer of this project, it never lets the broker create a topic its own way.
-    producer = Producer({**common, "linger.ms": 1, "allow.auto.create.topics": False})
+    producer = Producer(
+        {
+            **common,
+            **watched(bootstrap),
+            "linger.ms": 1,
+            "allow.auto.create.topics": False,
+        }
+    )
     sim = CapabilitySimulator(config, settings.capability_topic)
+    try:
+        timeout = float(getattr(settings, "kafka_connect_timeout_s", 15.0))
+        answered = wait_for_metadata(consumer, consumer_watch["error_cb"], bootstrap, timeout, stop)
+    except BaseException:
+        consumer.close()
+        raise
+    if answered is None:  # stopped while waiting
+        consumer.close()
+        return sim
     log.info("orchestrator_simulator_started", topics=list(topics))
     prefix = getattr(settings, "task_topic_prefix", "")
     sim.run(consumer, producer, [prefix + t for t in topics], stop)

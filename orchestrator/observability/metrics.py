@@ -4,7 +4,9 @@ The four headline figures: domain events processed per second
 (`orchestrator_messages_processed_total{kind="command"}` as a rate), AsyncTask creation success
 rate (`orchestrator_async_tasks_created_total` against
 `orchestrator_async_task_create_failures_total`), end-to-end latency
-(`orchestrator_task_roundtrip_seconds`: task created -> result projected) and errors by category
+(`orchestrator_command_latency_seconds{kind,outcome}`: a command's arrival in the inbox -> its
+outcome fact, Confirmed, Failed or TimedOut; `orchestrator_task_roundtrip_seconds` is one
+AsyncTask's created -> result projected) and errors by category
 (`orchestrator_dead_letters_total{category}`); plus outbox lag and inbox backlog as gauges read
 from the database at scrape time. Celery's prefork children write to
 `PROMETHEUS_MULTIPROC_DIR`, which the worker's parent serves.
@@ -37,6 +39,8 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     prometheus_values.ValueClass = prometheus_values.get_value_class()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+# A command's whole course: capability work, review rounds, up to a task timeout (900 s).
+COMMAND_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600)
 
 MESSAGES_INGESTED = Counter(
     "orchestrator_messages_ingested_total", "Input messages recorded in the inbox", ["kind"]
@@ -63,8 +67,14 @@ TASKS_COMPLETED = Counter("orchestrator_async_tasks_completed_total", "AsyncTask
 DEAD_LETTERS = Counter("orchestrator_dead_letters_total", "Inputs dead-lettered", ["category"])
 TASK_ROUNDTRIP = Histogram(
     "orchestrator_task_roundtrip_seconds",
-    "From command received to its capability result projected",
+    "From an AsyncTask created to its capability result projected",
     buckets=LATENCY_BUCKETS,
+)
+COMMAND_LATENCY = Histogram(
+    "orchestrator_command_latency_seconds",
+    "From a command's arrival in the inbox to its outcome fact (Confirmed, Failed, TimedOut)",
+    ["kind", "outcome"],
+    buckets=COMMAND_BUCKETS,
 )
 OUTBOX_PUBLISHED = Counter(
     "orchestrator_outbox_published_total", "Outbox messages delivered to Kafka", ["kind"]
@@ -90,11 +100,18 @@ def record_outcome(outcome: Outcome) -> None:
         TASKS_COMPLETED.inc(len(outcome.completed_task_ids))
     for seconds in outcome.roundtrip_s:
         TASK_ROUNDTRIP.observe(seconds)
+    for kind, ended, seconds in outcome.command_latency:
+        observe_command_latency(kind, ended, seconds)
     if outcome.status is Status.DEAD_LETTERED and outcome.category:
         DEAD_LETTERS.labels(outcome.category).inc()
     if outcome.dispatch_failed:
         TASK_CREATE_FAILURES.inc()
         DEAD_LETTERS.labels("capability_dispatch_failed").inc()
+
+
+def observe_command_latency(kind: str, outcome: str, seconds: float) -> None:
+    """One command's end-to-end latency (`kind`: its capability kind or `stage`)."""
+    COMMAND_LATENCY.labels(kind, outcome).observe(seconds)
 
 
 def record_batch(batch: Any) -> None:

@@ -39,7 +39,6 @@ class BatchResult:
     skipped: int = 0
     dead_lettered: int = 0
     triggers: dict[str, str] = field(default_factory=dict)  # session -> queue
-    traces: dict[str, str | None] = field(default_factory=dict)  # session -> traceparent
     by_kind: dict[str, int] = field(default_factory=dict)
     dead_by_category: dict[str, int] = field(default_factory=dict)
 
@@ -55,7 +54,7 @@ class Ingester:
         processor: MessageProcessor,
         store: Store,
         state: SessionState | None,
-        trigger: Callable[[str, str, str | None], None],
+        request_drain: Callable[[str], None],
         enqueue_relay: Callable[[], None],
         domain_topic: str,
         on_batch: Callable[[BatchResult], None] = lambda _b: None,
@@ -66,7 +65,7 @@ class Ingester:
         self.processor = processor
         self.store = store
         self.state = state
-        self.trigger = trigger
+        self.request_drain = request_drain
         self.enqueue_relay = enqueue_relay
         self.domain_topic = domain_topic
         self.on_batch = on_batch
@@ -209,22 +208,17 @@ class Ingester:
         queue = queue_for_topic(row.raw.topic, self.domain_topic)
         if result.triggers.get(row.session_id) != DOMAIN_QUEUE:
             result.triggers[row.session_id] = queue
-        result.traces.setdefault(row.session_id, row.traceparent)
 
     def send_triggers(self, result: BatchResult) -> int:
-        """Publish one Celery task per session; a failure is logged and left to the re-drive."""
+        """Ask for one batched drain per queue the batch's rows go to (coalesced: none when one
+        is queued already); a failure is logged and left to the re-drive."""
         sent = 0
-        for session_id, queue in result.triggers.items():
+        for queue in dict.fromkeys(result.triggers.values()):
             try:
-                self.trigger(session_id, queue, result.traces.get(session_id))
+                self.request_drain(queue)
                 sent += 1
             except Exception as exc:
-                log.error(
-                    "orchestrator_trigger_failed",
-                    session_id=session_id,
-                    queue=queue,
-                    error=str(exc),
-                )
+                log.error("orchestrator_trigger_failed", queue=queue, error=str(exc))
         return sent
 
     # -- the consumer loop ---------------------------------------------------------------------

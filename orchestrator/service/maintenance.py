@@ -9,6 +9,7 @@ from orchestrator.core.clock import iso, utc_now
 from orchestrator.core.outbound import fact_message
 from orchestrator.core.plan import plan_timeout
 from orchestrator.observability.logs import get_logger
+from orchestrator.service.outcome_latency import TIMED_OUT, task_kind
 from orchestrator.service.ports import MaintenanceStore
 
 log = get_logger("orchestrator.maintenance")
@@ -31,6 +32,8 @@ class Maintenance:
     queue_for_topic: Callable[[str], str]
     redrive_after_s: float
     retention_s: float
+    # (kind, outcome, seconds): a timed-out task's command, arrival -> its TimedOut fact
+    on_latency: Callable[[str, str, float], None] = lambda _k, _o, _s: None
 
     def redrive(self) -> int:
         after = self.redrive_after_s
@@ -43,6 +46,7 @@ class Maintenance:
     def expire_tasks(self, limit: int = 500) -> int:
         """Time out AsyncTasks past their deadline and emit a fact saying so, atomically."""
         now = iso(utc_now())
+        latencies: list[tuple[str, str, float]] = []
         with self.store.expire_tasks(limit) as (expired, tx):
             for task in expired:
                 fact = plan_timeout(
@@ -50,6 +54,13 @@ class Maintenance:
                 )
                 if tx.insert_fact(fact, "GenesisSession"):
                     tx.insert_outbox(fact_message(fact, self.domain_topic, None))
+                    age = (
+                        tx.correlation_age_s(task.correlation_id, self.domain_topic)
+                        if task.correlation_id
+                        else None
+                    )
+                    if age is not None:
+                        latencies.append((task_kind(task.task_type), TIMED_OUT, age))
                 log.warning(
                     "orchestrator_async_task_timed_out",
                     task_id=task.task_id,
@@ -57,6 +68,8 @@ class Maintenance:
                     session_id=task.session_id,
                     correlation_id=task.correlation_id,
                 )
+        for kind, outcome, seconds in latencies:  # committed: observed once
+            self.on_latency(kind, outcome, seconds)
         return len(expired)
 
     def prune(self, limit: int = 5000) -> tuple[int, int]:

@@ -46,9 +46,29 @@ class Transaction(Protocol):
     def insert_fact(self, fact: FactRow, aggregate_type: str) -> bool: ...
     def insert_outbox(self, message: OutboxMessage) -> bool: ...
     def create_task(self, message: MessageRow, deadline: datetime) -> bool: ...
+    def insert_fact_with_outbox(
+        self, fact: FactRow, aggregate_type: str, message: OutboxMessage
+    ) -> tuple[bool, bool]:
+        """The fact and, only if it is new, its outbox row: (fact new, outbox row written)."""
+        ...
+
+    def create_task_with_outbox(
+        self, message: MessageRow, deadline: datetime, outbox: OutboxMessage
+    ) -> tuple[bool, bool]:
+        """The task and, only if it is new, its message: (task created, outbox row written)."""
+        ...
+
     def complete_task(self, completion: Completion) -> CompletionResult: ...
     def insert_dead_letter(self, record: DeadLetterRecord) -> bool: ...
     def savepoint(self) -> AbstractContextManager[None]: ...
+    def active_task_id(self, correlation_id: str | None, task_type: str) -> str | None:
+        """The PENDING or RUNNING task of this correlation and type (None for no correlation)."""
+        ...
+
+    def correlation_age_s(self, correlation_id: str, topic: str) -> float | None:
+        """Seconds (the database's clock) since the first command of this correlation arrived
+        in the inbox on `topic`; None when no such inbox row is left (pruned, or no command)."""
+        ...
 
 
 class Store(Protocol):
@@ -73,7 +93,7 @@ class ClaimedRow:
     topic: str
     key: bytes | None
     headers: Headers
-    payload: bytes
+    payload: bytes | None  # None: a NULL value (a tombstone's DLQ record)
     attempts: int
     age_s: float  # since the row was committed
 
@@ -128,7 +148,7 @@ class Publisher(Protocol):
     def produce(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         key: bytes | None,
         headers: Headers,
         on_delivery: Callable[[PublishError | None], None],
@@ -237,4 +257,63 @@ class MessageSource(Protocol):
 
     def close(self) -> None:
         """Commit what was stored and leave."""
+        ...
+
+
+# -- the batched drain: many sessions per claim and per transaction ---------------------------
+
+
+@dataclass
+class ClaimedBatch:
+    """Sessions held for one drain pass, with their pending rows in arrival order.
+
+    `fresh` rows (never attempted) had their attempt counted in one statement before the
+    work; `suspect` sessions have a row that was attempted before (a crash or a failure) and
+    are processed one row at a time so that only the offending row is counted again."""
+
+    held: list[str] = field(default_factory=list)
+    fresh: list[InboxRow] = field(default_factory=list)
+    suspect: list[str] = field(default_factory=list)
+    full: bool = False  # the pass hit its bound: more may be waiting
+
+    @property
+    def empty(self) -> bool:
+        return not self.held
+
+
+class DrainStore(Protocol):
+    """Claims of whole sessions for a batched drain, on one connection (`Store.session`)."""
+
+    def claim(self, max_sessions: int, max_rows: int, skip: Sequence[str] = ()) -> ClaimedBatch:
+        """Hold every free session with pending rows (up to the bounds, none of `skip`) until
+        `release`; count an attempt on the fresh rows, committed before any work."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """One transaction for a whole pass: no savepoint (a failure fails the pass, which then
+        goes row by row), and the rows marked processed in one statement at the end."""
+        ...
+
+    def uncount(self, inbox_ids: Sequence[int]) -> None:
+        """Take back the attempt counted by `claim` (the batch failed as a whole)."""
+        ...
+
+    def release(self, sessions: Sequence[str]) -> list[str]:
+        """Let the sessions go; those of them that still have pending rows."""
+        ...
+
+    def release_all(self) -> None:
+        """After a failure: let every session this connection holds go (or drop it)."""
+        ...
+
+
+class DrainRequests(Protocol):
+    """Coalesced drain requests: at most one drain task queued (and not started) per queue."""
+
+    def request_drain(self, queue: str) -> bool:
+        """True when no drain is queued on `queue`: the caller must queue one."""
+        ...
+
+    def start_drain(self, queue: str) -> None:
+        """A drain task has started: the next request queues another."""
         ...

@@ -17,8 +17,9 @@ from orchestrator.core.catalogue import QUALITY_REVIEW_TYPES
 from orchestrator.core.classify import Classified, Kind, classify, inbox_entry
 from orchestrator.core.clock import iso, utc_now
 from orchestrator.core.command_strategies import CommandStrategyRegistry, command_registry
+from orchestrator.core.dlq import DEFAULT_MESSAGE_MAX_BYTES
 from orchestrator.core.errors import Category, InvalidInput
-from orchestrator.core.inbound import CapabilityEvent, RawMessage
+from orchestrator.core.inbound import CapabilityEvent, DomainEvent, RawMessage
 from orchestrator.core.outbound import raw_dead_letter_id
 from orchestrator.core.plan import Plan, plan_capability, plan_command
 from orchestrator.core.records import DeadLetterRecord, InboxRow, Outcome, Status
@@ -34,6 +35,12 @@ from orchestrator.service import dead_lettering
 from orchestrator.service.apply_plan import apply_plan
 from orchestrator.service.crash_points import crash_point
 from orchestrator.service.ports import Store, Transaction
+from orchestrator.service.step_logs import (
+    capability_event_steps,
+    domain_event_steps,
+    steps,
+    trying_handlers,
+)
 
 log = get_logger("orchestrator.agent")
 
@@ -44,6 +51,8 @@ class ProcessorConfig:
     dlq_topic: str = "genesis.orchestrator.dlq"
     max_message_bytes: int = 1_048_576
     max_attempts: int = 5
+    max_publish_bytes: int = DEFAULT_MESSAGE_MAX_BYTES  # the producer's message limit
+    dlq_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES  # the largest DLQ record
     command_mapping: Mapping[str, str] = field(default_factory=dict)
     task_topic_prefix: str = ""
     task_timeout: Callable[[str], float] = lambda _type: 900.0
@@ -75,12 +84,6 @@ class MessageProcessor:
 
     def process_message(self, raw: RawMessage) -> Outcome:
         """Record and process one input message; a second delivery writes nothing."""
-        log.debug(
-            "orchestrator_message_received",
-            topic=raw.topic,
-            partition=raw.partition,
-            offset=raw.offset,
-        )
         try:
             c = self.classify(raw)
         except InvalidInput as exc:
@@ -106,12 +109,12 @@ class MessageProcessor:
             return self._process_locked(tx, row)
 
     def _skipped(self, c: Classified) -> Outcome:
-        log.debug(
-            "orchestrator_domain_event_ignored",
-            event_type=c.message_type,
-            correlation_id=c.correlation_id,
-            session_id=c.session_id,
-        )
+        with bound(
+            correlation_id=c.correlation_id, session_id=c.session_id, traceparent=c.traceparent
+        ):
+            if isinstance(c.envelope, DomainEvent):
+                domain_event_steps(c.envelope)
+            steps.debug("orchestrator_domain_event_ignored", event_type=c.message_type)
         return Outcome(
             Status.IGNORED,
             c.message_id,
@@ -147,7 +150,16 @@ class MessageProcessor:
 
     def write_dead_letter(self, tx: Transaction, record: DeadLetterRecord) -> bool:
         """Store a dead letter and its DLQ message in `tx`; False when it was already there."""
-        return dead_lettering.write_dead_letter(tx, record, self.config.dlq_topic)
+        if record.category == Category.UNKNOWN_SHAPE:
+            # The source ignored a message of neither shape; we keep it as a dead letter.
+            log.warning(
+                "orchestrator_ignored_message",
+                dead_letter_id=record.id,
+                source_topic=record.raw.topic,
+                reason=record.reason,
+            )
+        c = self.config
+        return dead_lettering.write_dead_letter(tx, record, c.dlq_topic, c.dlq_max_bytes)
 
     # -- the runtime entry point ---------------------------------------------------------------
 
@@ -165,14 +177,33 @@ class MessageProcessor:
             if current is None or current.processed:
                 return Outcome(Status.DUPLICATE, row.message_id, row.session_id, inbox_id=row.id)
             if current.attempts > self.config.max_attempts:
+                c = self.config
                 return dead_lettering.give_up(
-                    tx, current, self.config.max_attempts, self.config.dlq_topic
+                    tx, current, c.max_attempts, c.dlq_topic, c.dlq_max_bytes
                 )
             return self._process_locked(tx, current)
+
+    def process_held(self, tx: Transaction, row: InboxRow) -> Outcome:
+        """Process a row of a session the caller holds, in the caller's (batch) transaction;
+        its attempt was counted when the batch was claimed."""
+        with bound(
+            correlation_id=row.correlation_id,
+            session_id=row.session_id,
+            traceparent=row.traceparent,
+        ):
+            return self._process_locked(tx, row)
 
     # -- the shared core -------------------------------------------------------------------------
 
     def _process_locked(self, tx: Transaction, row: InboxRow) -> Outcome:
+        steps.debug(
+            "orchestrator_message_received",
+            topic=row.topic,
+            partition=row.partition,
+            offset=row.offset,
+            inbox_id=row.id,
+            attempts=row.attempts,
+        )
         if row.processed:
             log.info("orchestrator_message_duplicate", message_id=row.message_id)
             return Outcome(Status.DUPLICATE, row.message_id, row.session_id, inbox_id=row.id)
@@ -180,10 +211,12 @@ class MessageProcessor:
         try:
             c = self.classify(row.raw())
             plan = self._plan(tx, c, iso(now))
+            dead_lettering.check_effects_fit(plan, row.traceparent, self.config)
         except InvalidInput as exc:
             if exc.category == Category.UNKNOWN_COMMAND:
                 log.warning("orchestrator_command_mapping_failed", reason=exc.reason)
-            return dead_lettering.dead_letter_row(tx, row, exc, self.config.dlq_topic)
+            cfg = self.config
+            return dead_lettering.dead_letter_row(tx, row, exc, cfg.dlq_topic, cfg.dlq_max_bytes)
         outcome = Outcome(
             Status.PROCESSED,
             row.message_id,
@@ -198,26 +231,25 @@ class MessageProcessor:
         apply_plan(tx, row, plan, now, outcome, self.config)
         tx.mark_processed(row.id, outcome.status.value)
         crash_point("drain.before_commit")
-        event = (
-            "orchestrator_domain_event_processed"
-            if c.kind is Kind.COMMAND
-            else "orchestrator_capability_event_processed"
-        )
-        log.info(
-            event,
-            message_type=c.message_type,
-            facts=outcome.fact_types,
-            tasks=outcome.task_ids,
-            completed=outcome.completed_task_ids,
-        )
+        done = {
+            "message_type": c.message_type,
+            "facts": outcome.fact_types,
+            "tasks": outcome.task_ids,
+            "completed": outcome.completed_task_ids,
+        }
+        if c.kind is Kind.COMMAND:
+            log.info("orchestrator_domain_event_processed", **done)
+        else:
+            log.info("orchestrator_capability_event_processed", **done)
         return outcome
 
     def _plan(self, tx: Transaction, c: Classified, now: str) -> Plan:
         if c.kind is Kind.COMMAND:
             assert c.command is not None
-            log.debug("orchestrator_processing_command", command_type=c.message_type)
+            domain_event_steps(c.command.event)
+            steps.debug("orchestrator_processing_command", command_type=c.message_type)
             plan = plan_command(c.command, self.commands, self.config.command_mapping, now)
-            log.debug(
+            steps.debug(
                 "orchestrator_command_mapped",
                 command_type=c.message_type,
                 requested_action=plan.notes.get("requested_action"),
@@ -225,18 +257,15 @@ class MessageProcessor:
             return plan
         evt = c.envelope
         assert isinstance(evt, CapabilityEvent)
-        log.debug(
-            "orchestrator_processing_capability_event",
-            message_type=evt.type,
-            data_keys=sorted(evt.data),
-        )
+        capability_event_steps(evt)
         handled = 0
         if evt.type in QUALITY_REVIEW_TYPES and evt.correlation_id:
             # Earlier reviews of this task already handled: the review loop's round count.
             actions = review_outcome_actions(target_type_of(evt.data))
             types = [fact_type("Genesis", a) for a in actions]
             handled = tx.count_handled_reviews(evt.correlation_id, types, evt.id)
+        trying_handlers(evt, self.handlers)
         plan = plan_capability(evt, self.handlers, handled, now)
         if plan.handler:
-            log.debug("orchestrator_handler_matched", handler=plan.handler, message_type=evt.type)
+            steps.debug("orchestrator_handler_matched", handler=plan.handler, message_type=evt.type)
         return plan

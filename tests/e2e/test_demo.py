@@ -3,14 +3,17 @@ processes; it must finish its sessions, say so, and leave no process behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -426,4 +429,147 @@ def test_plain_lines_name_events_in_full() -> None:
     event = Event(812.0, plan.session_id, "fact", "Genesis.Session.Character.Proposed", "x")
     assert plain_event_line(event, story) == (
         "+   812 ms  session 3f2a1b2c  fact         Genesis.Session.Character.Proposed  x"
+    )
+
+
+# -- --keep, orchestrator down, and settings that stop the demo -----------------------------
+
+KEPT = r"stop it with Ctrl-C here, or `orchestrator down`"
+EXPORT = re.compile(r"^\s*export (?P<name>[A-Z_]+)=(?P<value>\S+)$")
+
+
+def start_kept_demo(home: Path, workdir: Path) -> tuple[subprocess.Popen[str], LineReader]:
+    argv = [ORCHESTRATOR, "demo", "--embedded", "--keep", "--sessions", "1"]
+    proc = subprocess.Popen(
+        [*argv, "--workdir", str(workdir)],
+        env=clean_env(home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    reader = LineReader(proc.stdout)
+    reader.wait_for(KEPT, timeout=180)
+    return proc, reader
+
+
+def exports_and_session(output: str) -> tuple[dict[str, str], str]:
+    exports = {}
+    for line in output.splitlines():
+        match = EXPORT.match(line)
+        if match:
+            exports[match["name"]] = shlex.split(match["value"])[0]
+    (sessions,) = [line for line in output.splitlines() if line.startswith("sessions: ")]
+    return exports, sessions.removeprefix("sessions: ").split()[0]
+
+
+def cli(home: Path, exports: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [ORCHESTRATOR, *args],
+        env=clean_env(home, **exports),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_kept_demo_answers_operator_commands_until_orchestrator_down(
+    home: Path, workdir: Path, spawn_demo: list[subprocess.Popen[str]]
+) -> None:
+    since = time.time()
+    proc, reader = start_kept_demo(home, workdir)
+    spawn_demo.append(proc)
+    output = "".join(reader.lines)
+    exports, session = exports_and_session(output)
+    assert set(exports) >= {"DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS"}, output
+    assert str(uuid.UUID(session)) == session
+    assert (workdir / "env.sh").read_text().count("export ") == len(exports)
+    seen = {child.pid for child in descendants(proc.pid)}
+
+    # The story is over, the stack is still there: the sessions it printed can be traced ...
+    traced = cli(home, exports, "trace", session, "--json")
+    assert traced.returncode == 0, traced.stderr
+    facts = [e["type"] for e in json.loads(traced.stdout) if e["kind"] == "fact"]
+    assert "Genesis.Session.Character.Confirmed" in facts
+    listed = cli(home, exports, "tasks", "--session", session, "--json")
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 9, listed.stderr
+
+    # ... and a new command is processed by the kept processes.
+    fresh = str(uuid.uuid4())
+    payload = '{"name": "Grace"}'
+    sent = cli(home, exports, "send", "Character.Request", "--session", fresh, "--payload", payload)
+    assert sent.returncode == 0, sent.stderr
+
+    def confirmed() -> bool:
+        done = cli(home, exports, "trace", fresh, "--json")
+        return done.returncode == 0 and "Genesis.Session.Character.Confirmed" in done.stdout
+
+    wait_for(confirmed, timeout=60, message="the sent command's session confirmed")
+    assert proc.poll() is None, "the kept demo ended on its own"
+
+    down = subprocess.run(
+        [ORCHESTRATOR, "down"],
+        env=clean_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert f"stopped the kept demo (pid {proc.pid})" in down.stdout
+    assert proc.wait(30) == 0
+    rest = reader.rest()
+    assert re.search(r"^stopped 4 process\(es\) and 3 embedded server\(s\)", rest, re.M), rest
+    assert_nothing_left(home, workdir, rest, since, seen)
+    again = subprocess.run(
+        [ORCHESTRATOR, "down"], env=clean_env(home), capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0 and "no kept demo found" in again.stdout
+
+
+def test_ctrl_c_stops_a_kept_demo(
+    home: Path, workdir: Path, spawn_demo: list[subprocess.Popen[str]]
+) -> None:
+    since = time.time()
+    proc, reader = start_kept_demo(home, workdir)
+    spawn_demo.append(proc)
+    seen = {child.pid for child in descendants(proc.pid)}
+    state_dir = home / ".local" / "state" / "genesis-orchestrator"
+    assert [p.name for p in state_dir.iterdir()] == [f"demo-{proc.pid}.json"]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0  # the normal way to end a kept demo
+    output = reader.rest()
+    assert "SIGINT received, stopping everything" in output
+    assert not list(state_dir.iterdir()), "the state file outlived the demo"
+    assert_nothing_left(home, workdir, output, since, seen)
+
+
+def test_invalid_setting_stops_the_demo_before_it_starts_anything(
+    home: Path, workdir: Path
+) -> None:
+    for name, value in (("ORCHESTRATOR_MAX_ATTEMPTS", "-1"), ("KAFKA_BOOTSTRAP_SERVERS", "")):
+        began = time.monotonic()
+        run = run_demo(clean_env(home, **{name: value}), "--embedded", "--workdir", str(workdir))
+        assert run.returncode == 2, run.output
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"orchestrator: invalid setting {name}: ")
+        assert "pid" not in run.output and not workdir.exists(), run.output
+        assert time.monotonic() - began < 20
+
+
+def test_a_typo_in_a_setting_name_is_named_with_the_closest_setting(home: Path) -> None:
+    done = subprocess.run(
+        [ORCHESTRATOR, "config", "--json"],
+        env=clean_env(home, ORCHESTRATOR_MAX_ATTEMPT="3"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == (
+        "orchestrator: warning: ORCHESTRATOR_MAX_ATTEMPT is not a setting"
+        " (did you mean ORCHESTRATOR_MAX_ATTEMPTS?); it is ignored"
     )

@@ -19,7 +19,7 @@ from tests.support.helpers import wait_for
 
 FULL_CHARACTER = ["Character.Requested", "Character.Proposed", "Character.Confirmed"]
 # Celery's worker logs this line for each drain task it ran.
-DRAIN_SUCCEEDED = re.compile(r"Task orchestrator\.drain_session\[[^\]]+\] succeeded")
+DRAIN_SUCCEEDED = re.compile(r"Task orchestrator\.drain(_session)?\[[^\]]+\] succeeded")
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -259,10 +259,10 @@ def test_triggers_flushed_from_redis_are_recovered_by_the_redrive(stack: Stack) 
             lambda: (
                 stack.scalar("SELECT count(*) FROM inbox WHERE triggered_at IS NOT NULL")
                 == len(sessions)
-                and sum(client.llen(q) for q in WORK_QUEUES) == len(sessions)
+                and sum(client.llen(q) for q in WORK_QUEUES) >= 1
             ),
             timeout=30,
-            message="every command in the inbox and its trigger in Redis",
+            message="every command in the inbox and a (coalesced) drain trigger in Redis",
         )
         # Redis loses everything: the triggers, kombu's bindings, locks, markers.
         client.flushdb()
@@ -328,7 +328,9 @@ def test_two_workers_share_the_queues_without_duplicates(stack: Stack) -> None:
     assert stack.scalar("SELECT count(*) FROM async_tasks") == 2 * len(sessions)
     drains = [len(DRAIN_SUCCEEDED.findall(w.text())) for w in workers]
     processed = [len(log_events(w, "orchestrator_domain_event_processed")) for w in workers]
-    assert all(n > 0 for n in drains), drains
+    # Batched drains take whatever is pending: how the work splits between the workers depends
+    # on timing; that no effect is duplicated and each command is processed once does not.
+    assert sum(drains) > 0, drains
     assert sum(processed) == len(sessions), processed
     print(
         f"\ntwo workers: {len(sessions)} sessions in {elapsed:.1f}s; drain tasks {drains},"

@@ -25,7 +25,6 @@ from orchestrator.core import ids
 from orchestrator.core.errors import StaleVersion
 from orchestrator.core.inbound import RawMessage
 from orchestrator.core.outbound import inbox_dead_letter_id, raw_dead_letter_id
-from orchestrator.core.plan import MessageRow
 from orchestrator.core.records import NewInbox, Outcome, Status
 from orchestrator.service.drain import SessionWorker
 from orchestrator.service.maintenance import Maintenance
@@ -248,7 +247,7 @@ def test_concurrent_delivery_from_four_processes(
 # -- failures inside the transaction -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("failing", ["mark_processed", "insert_outbox"])
+@pytest.mark.parametrize("failing", ["mark_processed", "after_fact"])
 def test_failure_mid_transaction_leaves_nothing_and_retry_succeeds_once(
     store: SqlStore,
     db: Db,
@@ -260,26 +259,30 @@ def test_failure_mid_transaction_leaves_nothing_and_retry_succeeds_once(
     s, c = "session-" + wire.new_id(), wire.new_id()
     cmd = wire.command("Character.Request", s, c, {"name": "Aria"})
     facts_written: list[bool] = []
-    original_fact = SqlTransaction.insert_fact
-    original = getattr(SqlTransaction, failing)
+    original_fact = SqlTransaction.insert_fact_with_outbox
+    failing_method = "insert_fact_with_outbox" if failing == "after_fact" else failing
+    original = getattr(SqlTransaction, failing_method)
 
-    def insert_fact(self: SqlTransaction, *args: Any) -> bool:
-        wrote = original_fact(self, *args)
-        facts_written.append(wrote)
-        return wrote
+    def insert_fact(self: SqlTransaction, *args: Any) -> tuple[bool, bool]:
+        new, wrote = original_fact(self, *args)
+        facts_written.append(new)
+        if failing == "after_fact":
+            raise RuntimeError(f"injected failure in {failing}")
+        return new, wrote
 
     def boom(self: SqlTransaction, *args: Any, **kwargs: Any) -> Any:
         assert facts_written == [True], "the failure must come after the fact was inserted"
         raise RuntimeError(f"injected failure in {failing}")
 
     with monkeypatch.context() as patch:
-        patch.setattr(SqlTransaction, "insert_fact", insert_fact)
-        patch.setattr(SqlTransaction, failing, boom)
+        patch.setattr(SqlTransaction, "insert_fact_with_outbox", insert_fact)
+        if failing != "after_fact":
+            patch.setattr(SqlTransaction, failing, boom)
         with pytest.raises(RuntimeError, match=f"injected failure in {failing}"):
             agent.process_message(cmd)
     assert facts_written == [True]
     assert db.counts() == EMPTY_COUNTS
-    assert getattr(SqlTransaction, failing) is original
+    assert getattr(SqlTransaction, failing_method) is original
 
     out = agent.process_message(cmd)
     assert out.status is Status.PROCESSED
@@ -325,17 +328,21 @@ def test_failure_after_completion_rolls_the_completion_back(
 # -- capability dispatch failure: the fact commits, the failure is a dead letter ---------------
 
 
-def _fail_create_task(self: SqlTransaction, message: MessageRow, deadline: Any) -> bool:
+def _fail_create_task(self: SqlTransaction, *args: Any) -> tuple[bool, bool]:
     raise RuntimeError("task table unavailable")
 
 
-def _fail_capability_outbox(original: Callable[..., bool]) -> Callable[..., bool]:
-    def insert_outbox(self: SqlTransaction, message: Any) -> bool:
-        if message.kind == "capability":
-            raise RuntimeError("task table unavailable")
-        return original(self, message)
-
-    return insert_outbox
+def _refuse_capability_rows(db: Db) -> None:
+    """A real failure inside the statement that writes the task and its message: the database
+    refuses the capability outbox row, after the task row went in."""
+    db.exec(
+        "CREATE FUNCTION refuse_capability() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'task table unavailable'; END $$"
+    )
+    db.exec(
+        "CREATE TRIGGER refuse_capability BEFORE INSERT ON event_outbox FOR EACH ROW"
+        " WHEN (NEW.kind = 'capability') EXECUTE FUNCTION refuse_capability()"
+    )
 
 
 @pytest.mark.parametrize("where", ["create_task", "capability_outbox"])
@@ -352,13 +359,9 @@ def test_capability_dispatch_failure_keeps_fact_and_dead_letters(
     e1 = wire.message_id(cmd)
     with monkeypatch.context() as patch:
         if where == "create_task":
-            patch.setattr(SqlTransaction, "create_task", _fail_create_task)
+            patch.setattr(SqlTransaction, "create_task_with_outbox", _fail_create_task)
         else:
-            patch.setattr(
-                SqlTransaction,
-                "insert_outbox",
-                _fail_capability_outbox(SqlTransaction.insert_outbox),
-            )
+            _refuse_capability_rows(db)
         out = agent.process_message(cmd)
 
     assert out.status is Status.PROCESSED
@@ -367,7 +370,10 @@ def test_capability_dispatch_failure_keeps_fact_and_dead_letters(
     assert out.dispatch_failed is True
     assert out.wrote_outbox is True
     dl_id = inbox_dead_letter_id(DOMAIN_TOPIC, e1, "capability_dispatch_failed")
-    reason = f"dispatching {CHAR_REQ} failed: task table unavailable"
+    [stored] = db.all("SELECT reason FROM dead_letters")
+    reason = stored["reason"]
+    assert reason.startswith(f"dispatching {CHAR_REQ} failed: ")
+    assert "task table unavailable" in reason
     assert db.all(
         "SELECT id, category, reason, session_id, message_id, value, status FROM dead_letters"
     ) == [
@@ -392,21 +398,17 @@ def test_capability_dispatch_failure_keeps_fact_and_dead_letters(
     ]
     dlq_headers = dict(db.outbox()[1]["headers"])
     assert dlq_headers["dlq_category"] == b"capability_dispatch_failed"
-    assert dlq_headers["dlq_reason"] == reason.encode()
+    assert dlq_headers["dlq_reason"].startswith(f"dispatching {CHAR_REQ} failed: ".encode())
     assert [(r["message_id"], r["outcome"], r["processed"]) for r in db.inbox()] == [
         (e1, "processed", True)
     ]
 
 
-def test_rolled_back_dispatch_reports_no_task(
-    store: SqlStore, db: Db, wire: type[Wire], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_rolled_back_dispatch_reports_no_task(store: SqlStore, db: Db, wire: type[Wire]) -> None:
     agent = make_agent(store)
     s, c = "session-" + wire.new_id(), wire.new_id()
     cmd = wire.command("Character.Request", s, c, {"name": "Aria"})
-    monkeypatch.setattr(
-        SqlTransaction, "insert_outbox", _fail_capability_outbox(SqlTransaction.insert_outbox)
-    )
+    _refuse_capability_rows(db)
     out = agent.process_message(cmd)
     assert db.tasks() == []
     assert out.task_ids == []
@@ -779,11 +781,11 @@ def test_drain_dead_letters_a_row_that_keeps_failing(
     _record(store, agent, later)
     mid = wire.message_id(raw)
 
-    def boom(self: SqlTransaction, *args: Any) -> bool:
+    def boom(self: SqlTransaction, *args: Any) -> tuple[bool, bool]:
         raise RuntimeError("database said no")
 
     with monkeypatch.context() as patch:
-        patch.setattr(SqlTransaction, "insert_fact", boom)
+        patch.setattr(SqlTransaction, "insert_fact_with_outbox", boom)
         for attempt in (1, 2):
             with pytest.raises(RuntimeError, match="database said no"):
                 drain(agent, s)

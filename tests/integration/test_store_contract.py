@@ -235,6 +235,36 @@ def test_outbox_rows_are_unique_on_id(backend: Backend) -> None:
         assert tx.insert_outbox(outbox("o-2")) is True
 
 
+def test_a_fact_and_its_outbox_row_are_written_only_when_the_fact_is_new(
+    backend: Backend,
+) -> None:
+    cause = uid()
+    with backend.store.transaction() as tx:
+        assert tx.insert_fact_with_outbox(fact(cause), "GenesisSession", outbox("f-1")) == (
+            True,
+            True,
+        )
+        # The same cause and type again: no fact, and its (new) outbox id is not written either.
+        assert tx.insert_fact_with_outbox(fact(cause), "GenesisSession", outbox("f-2")) == (
+            False,
+            False,
+        )
+        assert tx.insert_outbox(outbox("f-2")) is True  # f-2 was free: it was the fact that held
+        # A new fact whose outbox row exists already.
+        assert tx.insert_fact_with_outbox(fact(uid()), "GenesisSession", outbox("f-1")) == (
+            True,
+            False,
+        )
+
+
+def test_a_task_and_its_message_are_written_only_when_the_task_is_new(backend: Backend) -> None:
+    first = task("c9")
+    with backend.store.transaction() as tx:
+        assert tx.create_task_with_outbox(first, DEADLINE, outbox("t-1")) == (True, True)
+        assert tx.create_task_with_outbox(task("c9"), DEADLINE, outbox("t-2")) == (False, False)
+        assert tx.insert_outbox(outbox("t-2")) is True
+
+
 # -- AsyncTasks --------------------------------------------------------------------------------
 
 
@@ -348,3 +378,45 @@ def test_transactions_inside_a_session_commit_one_by_one(backend: Backend) -> No
     with backend.store.transaction() as tx:
         assert tx.insert_outbox(outbox(first)) is False
         assert tx.insert_outbox(outbox(second)) is True
+
+
+# -- what an outcome needs to know: the correlation's active task, its first command's age ----
+
+
+def test_the_active_task_of_a_correlation_and_type(backend: Backend) -> None:
+    first = task("c-held")
+    with backend.store.transaction() as tx:
+        assert tx.create_task(first, DEADLINE) is True
+        assert tx.active_task_id("c-held", first.message_type) == first.message_id
+        assert tx.active_task_id("c-held", "Review.Quality.EvaluationRequested") is None
+        assert tx.active_task_id("c-other", first.message_type) is None
+        assert tx.active_task_id(None, first.message_type) is None
+    backend.fail_task(first.message_id)
+    with backend.store.transaction() as tx:
+        assert tx.active_task_id("c-held", first.message_type) is None
+
+
+def test_a_correlations_age_runs_from_its_first_commands_arrival(backend: Backend) -> None:
+    """The commands are found as the causes of the correlation's facts, on the given topic."""
+    first, second = new_inbox("s-age"), new_inbox("s-age")
+    result = new_inbox("s-age")
+    result = NewInbox(result.raw, result.message_id, "capability", "X.Done", "s-age", None, None)
+    with backend.store.transaction() as tx:
+        tx.insert_inbox([first, result], triggered=False)
+        tx.insert_fact(fact(first.message_id, correlation_id="c-both"), "GenesisSession")
+        tx.insert_fact(fact(first.message_id, "G.S.X.Other", correlation_id="c-first"), "G")
+        tx.insert_fact(fact(result.message_id, correlation_id="c-result"), "GenesisSession")
+    with backend.store.transaction() as tx:  # a later transaction: a later arrival
+        tx.insert_inbox([second], triggered=False)
+        tx.insert_fact(fact(second.message_id, correlation_id="c-both"), "GenesisSession")
+        tx.insert_fact(fact(second.message_id, "G.S.X.Other", correlation_id="c-second"), "G")
+    with backend.store.transaction() as tx:
+        both = tx.correlation_age_s("c-both", "t.domain")
+        only_first = tx.correlation_age_s("c-first", "t.domain")
+        only_second = tx.correlation_age_s("c-second", "t.domain")
+        assert both is not None and only_first is not None and only_second is not None
+        assert both == only_first > only_second >= 0
+        assert both < 60
+        assert tx.correlation_age_s("c-result", "t.domain") is None  # no command caused it
+        assert tx.correlation_age_s("c-both", "t.other") is None
+        assert tx.correlation_age_s("c-nothing", "t.domain") is None

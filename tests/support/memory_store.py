@@ -45,6 +45,7 @@ class StoredInbox:
     processed: bool = False
     outcome: str | None = None
     last_error: str | None = None
+    received_at: datetime | None = None
 
     def row(self, more: bool = True) -> InboxRow:
         raw = self.new.raw
@@ -137,7 +138,9 @@ class MemoryTransaction:
                 continue
             taken.add(key)
             self.t.last_inbox_id += 1
-            self.t.inbox[self.t.last_inbox_id] = StoredInbox(self.t.last_inbox_id, new, triggered)
+            self.t.inbox[self.t.last_inbox_id] = StoredInbox(
+                self.t.last_inbox_id, new, triggered, received_at=self.now
+            )
             written.append((self.t.last_inbox_id, key))
         return written
 
@@ -209,6 +212,20 @@ class MemoryTransaction:
 
     # -- AsyncTasks --------------------------------------------------------------------------
 
+    def insert_fact_with_outbox(
+        self, fact: FactRow, aggregate_type: str, message: OutboxMessage
+    ) -> tuple[bool, bool]:
+        if not self.insert_fact(fact, aggregate_type):
+            return False, False
+        return True, self.insert_outbox(message)
+
+    def create_task_with_outbox(
+        self, message: MessageRow, deadline: datetime, outbox: OutboxMessage
+    ) -> tuple[bool, bool]:
+        if not self.create_task(message, deadline):
+            return False, False
+        return True, self.insert_outbox(outbox)
+
     def create_task(self, message: MessageRow, deadline: datetime) -> bool:
         if message.message_id in self.t.tasks:
             return False
@@ -276,6 +293,37 @@ class MemoryTransaction:
         except BaseException:
             self.t = saved
             raise
+
+    # -- what the outcome of a correlation needs to know -------------------------------------
+
+    def active_task_id(self, correlation_id: str | None, task_type: str) -> str | None:
+        if correlation_id is None:
+            return None
+        return next(
+            (
+                t.id
+                for t in self.t.tasks.values()
+                if (t.correlation_id, t.task_type) == (correlation_id, task_type)
+                and t.status in ACTIVE
+            ),
+            None,
+        )
+
+    def correlation_age_s(self, correlation_id: str, topic: str) -> float | None:
+        causes = {
+            s.fact.causation_id
+            for s in self.t.facts.values()
+            if s.fact.correlation_id == correlation_id
+        }
+        arrivals = [
+            r.received_at
+            for r in self.t.inbox.values()
+            if r.new.raw.topic == topic
+            and r.new.kind == "command"
+            and r.new.message_id in causes
+            and r.received_at is not None
+        ]
+        return (self.now - min(arrivals)).total_seconds() if arrivals else None
 
 
 class MemoryStore:

@@ -49,10 +49,18 @@ APP_COMMANDS: dict[str, list[str]] = {
         "celery", "-A", "tasks", "beat", "--loglevel", "INFO", "-s", "/tmp/celerybeat-schedule",
     ],
     "flower": ["celery", "-A", "tasks", "flower", "--port=5555"],
+    # Profile `demo`: the capability simulator and one session's first command.
+    "simulator": ["orchestrator", "simulate", "--scores", "6,8"],
+    "demo-session": [
+        "orchestrator", "send", "Character.Request", "--session", "demo-session-1",
+        "--payload", '{"name": "Ada"}',
+    ],
 }  # fmt: skip
+# Services only `docker compose --profile demo up` starts.
+DEMO_PROFILE = frozenset({"simulator", "demo-session"})
 
 INFRA_SERVICES = frozenset({"kafka", "postgres", "redis"})
-ONE_SHOT_SERVICES = frozenset({"migrate", "topics"})
+ONE_SHOT_SERVICES = frozenset({"migrate", "topics", "demo-session"})
 ALL_SERVICES = INFRA_SERVICES | set(APP_COMMANDS)
 LONG_RUNNING_SERVICES = ALL_SERVICES - ONE_SHOT_SERVICES
 WORKER_QUEUES = {
@@ -80,6 +88,15 @@ REQUIRED_DEPENDENCIES: dict[str, dict[str, str]] = {
     "worker-relay": dict(_WORKER_DEPENDENCIES),
     "beat": {"migrate": COMPLETED, "redis": HEALTHY},
     "flower": {"redis": HEALTHY},
+    "simulator": {"topics": COMPLETED, "kafka": HEALTHY},
+    # The command is sent once everything that handles it (and the simulator) is up.
+    "demo-session": {
+        "ingester": HEALTHY,
+        "simulator": HEALTHY,
+        "worker-domain": HEALTHY,
+        "worker-capability": HEALTHY,
+        "worker-relay": HEALTHY,
+    },
 }
 
 # An image tag naming an exact release: 4.1.1, 16.10-bookworm, 3.11.14-slim-bookworm.
@@ -373,6 +390,48 @@ def test_ingester_healthcheck_reads_its_metrics_port(
     assert f"127.0.0.1:{port}/metrics" in _healthcheck_text(ingester), (
         "ingester: healthcheck must request the metrics endpoint on ORCHESTRATOR_METRICS_PORT"
     )
+
+
+def test_demo_profile_holds_the_simulator_and_nothing_else_does(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """`docker compose up` starts no stand-in service; `--profile demo up` adds exactly the
+    simulator and the session job."""
+    profiled = {name for name, service in services.items() if service.get("profiles")}
+    assert profiled == DEMO_PROFILE, f"services with a profile: {sorted(profiled)}"
+    for name in DEMO_PROFILE:
+        assert services[name]["profiles"] == ["demo"], f"{name}: profiles must be [demo]"
+
+
+def test_demo_simulator_answers_on_the_compose_topics_and_is_checked(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    simulator = services["simulator"]
+    argv = [str(a) for a in simulator["command"]]
+    assert argv[:2] == ["orchestrator", "simulate"], "simulator: runs `orchestrator simulate`"
+    scores = _option_values(argv, "--scores")
+    assert scores and all(float(s) for s in scores[0].split(",")), "simulator: --scores"
+    # A score under the pass mark first: the session shows a regeneration, then confirms.
+    assert float(scores[0].split(",")[0]) < 7 <= float(scores[0].split(",")[-1])
+    port = _environment(simulator).get("ORCHESTRATOR_METRICS_PORT")
+    assert port and port != "0", "simulator: ORCHESTRATOR_METRICS_PORT enables its endpoint"
+    assert f"127.0.0.1:{port}/metrics" in _healthcheck_text(simulator)
+    env = _environment(simulator)
+    for key in ("ORCHESTRATOR_DOMAIN_TOPIC", "ORCHESTRATOR_TASK_TOPIC_PREFIX"):
+        assert key not in env, f"simulator: {key} must match the orchestrator's (leave it out)"
+
+
+def test_demo_session_sends_a_command_the_core_knows(services: dict[str, dict[str, Any]]) -> None:
+    import json
+
+    from orchestrator.core.command_strategies import command_registry
+
+    argv = [str(a) for a in services["demo-session"]["command"]]
+    assert argv[:2] == ["orchestrator", "send"], "demo-session: runs `orchestrator send`"
+    assert command_registry.knows(argv[2]), f"demo-session: unknown command type {argv[2]}"
+    (payload,) = _option_values(argv, "--payload")
+    assert isinstance(json.loads(payload), dict), "demo-session: --payload is a JSON object"
+    assert _option_values(argv, "--session"), "demo-session: names its session"
 
 
 def test_beat_healthcheck_watches_its_schedule_file(

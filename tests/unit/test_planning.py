@@ -452,6 +452,7 @@ def test_dead_letter_message() -> None:
         ("source_offset", b"1042"),
         ("message_id", record.id.encode()),
         ("type", b"DeadLetter"),
+        ("correlation_id", b"corr-x"),  # the input's trace context (tests/unit/test_dlq_records)
         ("orig.correlation_id", b"corr-x"),
         ("orig.x-bin", b"\xff\x00"),
         ("orig.empty", None),

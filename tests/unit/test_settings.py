@@ -43,7 +43,7 @@ def test_defaults() -> None:
     assert settings.config_file is None
     assert settings.log_level == "INFO"
     assert settings.max_attempts == 5
-    assert settings.max_message_bytes == 1_048_576
+    assert settings.max_message_bytes == 983_040  # under the producer's limit: test_dlq_records
     assert settings.kafka_fetch_wait_max_ms == 10
     assert settings.kafka_session_timeout_ms == 6000
     assert settings.kafka_heartbeat_interval_ms == 1000
@@ -293,3 +293,37 @@ def test_relay_producer_keeps_order_with_or_without_idempotence(
     assert conf["allow.auto.create.topics"] is False
     # Idempotence keeps order itself with up to five requests in flight (librdkafka's default).
     assert ("max.in.flight.requests.per.connection" in conf) is (value != "true")
+
+
+@pytest.mark.parametrize("value", ["", "   ", " , "])
+def test_empty_kafka_bootstrap_servers_are_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    message = config_error(monkeypatch, "KAFKA_BOOTSTRAP_SERVERS", value)
+    assert message.startswith("invalid setting KAFKA_BOOTSTRAP_SERVERS: must name at least one")
+
+
+def test_plugins_are_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().plugins == []
+    monkeypatch.setenv("ORCHESTRATOR_PLUGINS", " acme.strategies, acme.handlers ,")
+    assert load_settings().plugins == ["acme.strategies", "acme.handlers"]
+
+
+def test_unknown_orchestrator_variables_name_the_closest_setting() -> None:
+    from orchestrator.settings import unknown_variables
+
+    environ = {
+        "ORCHESTRATOR_MAX_ATTEMPT": "3",  # a typo
+        "orchestrator_relay_interval": "2",  # a typo, in lower case
+        "ORCHESTRATOR_WHATEVER_THIS_IS": "x",  # nothing close
+        "ORCHESTRATOR_MAX_ATTEMPTS": "3",  # settings, in any case, are not reported
+        "orchestrator_log_level": "INFO",
+        "ORCHESTRATOR_CRASH_AT": "before_commit",  # read by the fault injection
+        "DATABASE_URL": "postgresql://x@y/z",
+        "KAFKA_SOMETHING": "x",
+    }
+    assert unknown_variables(environ) == [
+        ("ORCHESTRATOR_MAX_ATTEMPT", "ORCHESTRATOR_MAX_ATTEMPTS"),
+        ("ORCHESTRATOR_WHATEVER_THIS_IS", None),
+        ("orchestrator_relay_interval", "ORCHESTRATOR_RELAY_INTERVAL_S"),
+    ]

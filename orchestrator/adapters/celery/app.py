@@ -12,6 +12,7 @@ from orchestrator.core.queues import CAPABILITY_QUEUE, DOMAIN_QUEUE, RELAY_QUEUE
 from orchestrator.settings import Settings
 
 DRAIN_TASK = "orchestrator.drain_session"
+DRAIN_BATCH_TASK = "orchestrator.drain"
 RELAY_TASK = "orchestrator.relay"
 RELAY_TICK_TASK = "orchestrator.relay_tick"
 REDRIVE_TASK = "orchestrator.redrive"

@@ -6,10 +6,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from orchestrator.adapters.kafka.connectivity import ClientWatch, watch_of, watched
 from orchestrator.settings import Settings
 
 
-def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+def producer_config(settings: Settings, *, quiet: bool = False, **extra: Any) -> dict[str, Any]:
     """The relay's producer: every write acknowledged by all in-sync replicas, order per key kept.
 
     Without idempotence, one request in flight per connection keeps a key's order across
@@ -27,6 +28,14 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     messages over other partitions than the ones `orchestrator topics create` lays out (a
     broker restarted empty, then written to before the topics were recreated). Its rows wait
     until the topic exists.
+
+    Like every client's, its librdkafka lines go through the JSON logger and a broker that does
+    not answer gives one line per backoff step (`connectivity.watched`; `quiet`: none, for a
+    command that reports the outcome itself).
+
+    Its largest message is explicit (`message.max.bytes` = `KAFKA_MESSAGE_MAX_BYTES`, librdkafka's
+    1,000,000 by default): the input cap is checked against it at start-up and every outbox
+    message is planned to fit it (`orchestrator.core.dlq`).
     """
     ordering: dict[str, Any] = (
         {"enable.idempotence": True}
@@ -35,9 +44,11 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     )
     return {
         **settings.kafka_common(),
+        **watched(settings.kafka_bootstrap_servers, quiet=quiet),
         **ordering,
         "acks": "all",
         "allow.auto.create.topics": False,
+        "message.max.bytes": settings.kafka_message_max_bytes,
         "linger.ms": settings.relay_linger_ms,
         "message.timeout.ms": settings.relay_message_timeout_ms,
         "client.id": "genesis-orchestrator-relay",
@@ -45,9 +56,21 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     }
 
 
-def consumer_config(settings: Settings, group: str | None = None, **extra: Any) -> dict[str, Any]:
+def consumer_config(
+    settings: Settings, group: str | None = None, *, quiet: bool = False, **extra: Any
+) -> dict[str, Any]:
+    """The ingester's consumer: offsets stored by hand, committed in the background.
+
+    Its first assignment waits for the broker to form the group: Apache Kafka holds a new
+    group's first join for `group.initial.rebalance.delay.ms` (3 s by default), Tansu for
+    half the session timeout (at least 1 s; 3 s at the default 6000 ms). A broker that allows
+    it (Tansu does, Apache Kafka's `group.min.session.timeout.ms` is 6 s) joins sooner with a
+    lower `KAFKA_SESSION_TIMEOUT_MS`; `KafkaSource` logs `orchestrator_ingester_ready` once
+    the partitions are assigned, and `orchestrator.adapters.kafka.readiness` waits for it.
+    """
     return {
         **settings.kafka_common(),
+        **watched(settings.kafka_bootstrap_servers, quiet=quiet),
         "group.id": group or settings.consumer_group,
         "enable.auto.commit": True,
         "enable.auto.offset.store": False,
@@ -60,9 +83,19 @@ def consumer_config(settings: Settings, group: str | None = None, **extra: Any) 
     }
 
 
-def make_producer(settings: Settings, **extra: Any) -> Producer:
-    return Producer(producer_config(settings, **extra))
+class WatchedConsumer(Consumer):
+    """A consumer that keeps its `ClientWatch` (`watch`), for saying when it answers again."""
+
+    def __init__(self, conf: dict[str, Any]) -> None:
+        self.watch: ClientWatch | None = watch_of(conf)
+        super().__init__(conf)
 
 
-def make_consumer(settings: Settings, group: str | None = None, **extra: Any) -> Consumer:
-    return Consumer(consumer_config(settings, group, **extra))
+def make_producer(settings: Settings, *, quiet: bool = False, **extra: Any) -> Producer:
+    return Producer(producer_config(settings, quiet=quiet, **extra))
+
+
+def make_consumer(
+    settings: Settings, group: str | None = None, *, quiet: bool = False, **extra: Any
+) -> WatchedConsumer:
+    return WatchedConsumer(consumer_config(settings, group, quiet=quiet, **extra))

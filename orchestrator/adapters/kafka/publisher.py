@@ -65,7 +65,7 @@ class KafkaPublisher:
     def produce(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         key: bytes | None,
         headers: Headers,
         on_delivery: Callable[[PublishError | None], None],

@@ -2,7 +2,9 @@
 
 Used by `orchestrator topics create`, the embedded broker's callers, the benchmarks and the
 tests, so every topic is made with the same partition count and replication, and a caller never
-races a topic that is created but not yet in the metadata it reads next.
+races a topic that is created but not yet in the metadata it reads next. A cluster that does not
+answer is asked again, quietly, in short tries (Ctrl-C ends the wait at once) until
+`connect_timeout` passes: then `KafkaUnreachable` names the bootstrap servers, once.
 """
 
 from __future__ import annotations
@@ -14,12 +16,18 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import admin as kafka_admin
 
+from orchestrator.adapters.kafka.connectivity import (
+    KafkaUnreachable,
+    wait_for_metadata,
+    watch_of,
+    watched,
+)
 from orchestrator.core.errors import TransientError
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
 
-__all__ = ["TopicsNotReady", "create_topics"]
+__all__ = ["KafkaUnreachable", "TopicsNotReady", "create_topics"]
 
 _POLL_INTERVAL = 0.01
 
@@ -30,10 +38,11 @@ class TopicsNotReady(TransientError):
 
 def _admin_config(cluster: Settings | str) -> dict[str, Any]:
     """The settings' client properties (security included), or a bare bootstrap address such
-    as an embedded broker's, with librdkafka's own log kept to errors."""
+    as an embedded broker's, with librdkafka's own log kept to errors; quiet either way (the
+    caller reports the outcome)."""
     if isinstance(cluster, str):
-        return {"bootstrap.servers": cluster, "log_level": 3}
-    return cluster.kafka_common()
+        return {"bootstrap.servers": cluster, "log_level": 3, **watched(cluster, quiet=True)}
+    return {**cluster.kafka_common(), **watched(cluster.kafka_bootstrap_servers, quiet=True)}
 
 
 def create_topics(
@@ -43,19 +52,25 @@ def create_topics(
     *,
     timeout: float = 15.0,
     replication_factor: int = 1,
+    connect_timeout: float | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet and wait until all are in the metadata; return
     the ones created here, sorted. Idempotent: an existing topic, or one another client creates
     at the same time, is fine and keeps its own partition count.
 
     `cluster` is the settings (their bootstrap servers and security) or a bootstrap address.
+    `connect_timeout` (default `timeout`) bounds the wait for the cluster's first answer.
     """
     wanted = sorted(set(names))
     if not wanted:
         return []
+    conf = _admin_config(cluster)
+    bootstrap = str(conf["bootstrap.servers"])
+    admin = kafka_admin.AdminClient(conf)
+    first = connect_timeout if connect_timeout is not None else timeout
+    metadata = wait_for_metadata(admin, watch_of(conf), bootstrap, first)
     deadline = time.monotonic() + timeout
-    admin = kafka_admin.AdminClient(_admin_config(cluster))
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    existing = set(metadata.topics)
     missing = [name for name in wanted if name not in existing]
     if missing:
         new_topics = [

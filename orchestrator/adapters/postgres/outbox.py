@@ -62,7 +62,7 @@ def _claimed(row: Any) -> ClaimedRow:
         topic=row.topic,
         key=bytes(row.key) if row.key is not None else None,
         headers=decode_headers(row.headers),
-        payload=bytes(row.payload),
+        payload=bytes(row.payload) if row.payload is not None else None,
         attempts=int(row.attempts),
         age_s=float(row.age_s),
     )

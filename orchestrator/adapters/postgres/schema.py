@@ -128,7 +128,7 @@ class EventOutbox(Base):
     topic: Mapped[str] = mapped_column(Text)
     key: Mapped[bytes | None] = mapped_column(LargeBinary)
     headers: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary)  # NULL: a tombstone's DLQ record
     session_id: Mapped[str | None] = mapped_column(Text)
     correlation_id: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text, server_default=text("'PENDING'"))

@@ -25,6 +25,14 @@ INBOX_COLUMNS = (
 # users of `hashtextextended`.
 SESSION_LOCK = "pg_advisory_xact_lock(hashtextextended(:sid, 7274))"
 
+# The outbox row of the new row of the CTE `fresh`; its parameters are prefixed `o_`.
+OUTBOX_FROM_NEW = (
+    "INSERT INTO event_outbox (id, kind, message_type, topic, key, headers, payload,"
+    " session_id, correlation_id) SELECT :o_id, :o_kind, :o_message_type, :o_topic, :o_key,"
+    " CAST(:o_headers AS jsonb), :o_payload, :o_session_id, :o_correlation_id FROM fresh"
+    " ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+
 QUERIES = {
     "lock_session": f"SELECT {SESSION_LOCK}",
     "find_inbox": (
@@ -67,6 +75,24 @@ QUERIES = {
         " CAST(:headers AS jsonb), :payload, :session_id, :correlation_id)"
         " ON CONFLICT (id) DO NOTHING RETURNING id"
     ),
+    # A fact and, only when the fact is new, its outbox row: one round trip.
+    "insert_fact_with_outbox": (
+        "WITH fresh AS (INSERT INTO domain_events (event_id, event_type, aggregate_type,"  # noqa: S608
+        " session_id, correlation_id, causation_id, payload) VALUES (:event_id, :event_type,"
+        " :aggregate_type, :session_id, :correlation_id, :causation_id,"
+        " CAST(:payload AS jsonb)) ON CONFLICT DO NOTHING RETURNING event_id),"
+        f" o AS ({OUTBOX_FROM_NEW})"
+        " SELECT EXISTS (SELECT 1 FROM fresh) AS new, EXISTS (SELECT 1 FROM o) AS wrote"
+    ),
+    # An AsyncTask and, only when the task is new, its capability message: one round trip.
+    "create_task_with_outbox": (
+        "WITH fresh AS (INSERT INTO async_tasks (id, task_type, correlation_id, session_id,"  # noqa: S608
+        " causation_id, status, input, deadline_at) VALUES (:id, :task_type, :correlation_id,"
+        " :session_id, :causation_id, 'PENDING', CAST(:input AS jsonb), :deadline)"
+        " ON CONFLICT DO NOTHING RETURNING id),"
+        f" o AS ({OUTBOX_FROM_NEW})"
+        " SELECT EXISTS (SELECT 1 FROM fresh) AS new, EXISTS (SELECT 1 FROM o) AS wrote"
+    ),
     "create_task": (
         "INSERT INTO async_tasks (id, task_type, correlation_id, session_id, causation_id,"
         " status, input, deadline_at) VALUES (:id, :task_type, :correlation_id, :session_id,"
@@ -101,6 +127,18 @@ QUERIES = {
         " source_offset, key, value, headers, session_id, message_id) VALUES (:id, :category,"
         " :reason, :topic, :partition, :offset, :key, :value, CAST(:headers AS jsonb),"
         " :session_id, :message_id) ON CONFLICT (id) DO NOTHING RETURNING id"
+    ),
+    # The task that holds a correlation and type (the unique index on active tasks).
+    "active_task_id": (
+        "SELECT id FROM async_tasks WHERE correlation_id = :cid AND task_type = :task_type"
+        " AND status IN ('PENDING', 'RUNNING') LIMIT 1"
+    ),
+    # Since the arrival of the correlation's first command: the commands are the causes of the
+    # correlation's facts (index on domain_events.correlation_id), each found by its inbox key.
+    "correlation_age": (
+        "SELECT extract(epoch FROM now() - min(received_at)) FROM inbox"
+        " WHERE topic = :topic AND kind = 'command' AND message_id IN ("
+        " SELECT causation_id FROM domain_events WHERE correlation_id = :cid)"
     ),
 }
 

@@ -112,16 +112,7 @@ class SqlTransaction:
             event_type=fact.event_type,
             causation_id=fact.causation_id,
         )
-        got = self._exec(
-            "insert_fact",
-            event_id=fact.event_id,
-            event_type=fact.event_type,
-            aggregate_type=aggregate_type,
-            session_id=fact.session_id,
-            correlation_id=fact.correlation_id,
-            causation_id=fact.causation_id,
-            payload=json_text(fact.payload),
-        ).scalar()
+        got = self._exec("insert_fact", **_fact_params(fact, aggregate_type)).scalar()
         if got is None:
             log.info(
                 "orchestrator_domain_event_already_exists",
@@ -154,19 +145,36 @@ class SqlTransaction:
         log.debug("orchestrator_outbox_entry_created", outbox_id=message.id, topic=message.topic)
         return True
 
+    def insert_fact_with_outbox(
+        self, fact: FactRow, aggregate_type: str, message: OutboxMessage
+    ) -> tuple[bool, bool]:
+        """The fact and, if it is new, its outbox row in one statement: (new, outbox written)."""
+        got = self._exec(
+            "insert_fact_with_outbox",
+            **_fact_params(fact, aggregate_type),
+            **_outbox_params(message),
+        ).one()
+        if not got.new:
+            log.info(
+                "orchestrator_domain_event_already_exists",
+                event_type=fact.event_type,
+                event_id=fact.event_id,
+            )
+        return bool(got.new), bool(got.wrote)
+
+    def create_task_with_outbox(
+        self, message: MessageRow, deadline: datetime, outbox: OutboxMessage
+    ) -> tuple[bool, bool]:
+        """The AsyncTask and, if it is new, its capability message: (created, outbox written)."""
+        got = self._exec(
+            "create_task_with_outbox", **_task_params(message, deadline), **_outbox_params(outbox)
+        ).one()
+        return bool(got.new), bool(got.wrote)
+
     # -- AsyncTasks --------------------------------------------------------------------------
 
     def create_task(self, message: MessageRow, deadline: datetime) -> bool:
-        got = self._exec(
-            "create_task",
-            id=message.message_id,
-            task_type=message.message_type,
-            correlation_id=message.correlation_id,
-            session_id=message.session_id,
-            causation_id=message.causation_id,
-            input=json_text(message.envelope.get("data")),
-            deadline=deadline,
-        ).scalar()
+        got = self._exec("create_task", **_task_params(message, deadline)).scalar()
         return got is not None
 
     def complete_task(self, completion: Completion) -> CompletionResult:
@@ -218,6 +226,56 @@ class SqlTransaction:
         with self.conn.begin_nested():
             yield
 
+    # -- what the outcome of a correlation needs to know -------------------------------------
+
+    def active_task_id(self, correlation_id: str | None, task_type: str) -> str | None:
+        if correlation_id is None:
+            return None
+        got = self._exec("active_task_id", cid=correlation_id, task_type=task_type).scalar()
+        return str(got) if got is not None else None
+
+    def correlation_age_s(self, correlation_id: str, topic: str) -> float | None:
+        got = self._exec("correlation_age", cid=correlation_id, topic=topic).scalar()
+        return float(got) if got is not None else None
+
+
+def _fact_params(fact: FactRow, aggregate_type: str) -> dict[str, Any]:
+    return {
+        "event_id": fact.event_id,
+        "event_type": fact.event_type,
+        "aggregate_type": aggregate_type,
+        "session_id": fact.session_id,
+        "correlation_id": fact.correlation_id,
+        "causation_id": fact.causation_id,
+        "payload": json_text(fact.payload),
+    }
+
+
+def _outbox_params(message: OutboxMessage) -> dict[str, Any]:
+    return {
+        "o_id": message.id,
+        "o_kind": message.kind,
+        "o_message_type": message.message_type,
+        "o_topic": message.topic,
+        "o_key": message.key,
+        "o_headers": encode_headers(message.headers),
+        "o_payload": message.payload,
+        "o_session_id": message.session_id,
+        "o_correlation_id": message.correlation_id,
+    }
+
+
+def _task_params(message: MessageRow, deadline: datetime) -> dict[str, Any]:
+    return {
+        "id": message.message_id,
+        "task_type": message.message_type,
+        "correlation_id": message.correlation_id,
+        "session_id": message.session_id,
+        "causation_id": message.causation_id,
+        "input": json_text(message.envelope.get("data")),
+        "deadline": deadline,
+    }
+
 
 class SqlStore:
     """The `Store` port: transactions on a pooled engine.
@@ -242,6 +300,10 @@ class SqlStore:
             finally:
                 self._conn.reset(token)
 
+    def current_connection(self) -> Connection | None:
+        """The connection `session()` holds in this context, if any."""
+        return self._conn.get()
+
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
         conn = self._conn.get()
@@ -257,5 +319,7 @@ class SqlStore:
         row that kills its worker is counted even though its processing never commits."""
         with self.transaction() as tx:
             tx.conn.execute(sql.STATEMENTS["async_commit"])
+            # Waits while a batched drain holds the session: it counts its rows itself.
+            tx.lock_session(session_id)
             row = tx.conn.execute(sql.STATEMENTS["begin_next"], {"sid": session_id}).first()
             return inbox_row(row) if row else None

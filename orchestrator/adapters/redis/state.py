@@ -144,6 +144,18 @@ class RedisState:
         values = cast(list[Any], self.r.mget([self.done_key(t, m) for t, m in keys]))
         return {k for k, v in zip(keys, values, strict=True) if v is not None}
 
+    # -- drain request coalescing --------------------------------------------------------------
+
+    @_translated
+    def request_drain(self, queue: str) -> bool:
+        """True if no drain task is queued on `queue` (the caller must queue one). The flag
+        expires, so a request whose task was lost is asked for again."""
+        return bool(self.r.set(self._k("drain", "queued", queue), 1, nx=True, ex=30))
+
+    @_translated
+    def start_drain(self, queue: str) -> None:
+        self.r.delete(self._k("drain", "queued", queue))
+
     # -- relay request coalescing --------------------------------------------------------------
 
     @_translated

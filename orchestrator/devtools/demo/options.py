@@ -14,6 +14,8 @@ class DemoOptions:
     scores: tuple[float, ...] = (6.0, 8.0)
     timeout_s: float = 60.0
     workdir: Path | None = None
+    # Leave the stack running after the story, until Ctrl-C or `orchestrator down`.
+    keep: bool = False
 
 
 def parse_scores(text: str) -> tuple[float, ...]:

@@ -3,6 +3,7 @@ the clean-up that stops everything it started whatever happened."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import uuid
@@ -18,6 +19,14 @@ from orchestrator.devtools.demo.children import (
 )
 from orchestrator.devtools.demo.errors import DemoError, DemoInterrupted
 from orchestrator.devtools.demo.kafka_io import StoryClients
+from orchestrator.devtools.demo.keep import (
+    KeptDemo,
+    export_lines,
+    exports_of,
+    proc_of,
+    write_env_file,
+    write_state,
+)
 from orchestrator.devtools.demo.options import DemoOptions, format_score
 from orchestrator.devtools.demo.services import ServiceChooser, Services
 from orchestrator.devtools.demo.sessions import make_plans
@@ -50,6 +59,11 @@ class Demo:
         self._cleanup_done = False
         self.cleanup_errors: list[str] = []
         self.timings: dict[str, float] = {}
+        self.env: dict[str, str] = {}
+        self.session_ids: list[str] = []
+        # Set once the story is told and the stack is kept: a signal then is the normal stop.
+        self.keeping = False
+        self.state_file: Path | None = None
 
     # -- phases ---------------------------------------------------------------------------
 
@@ -66,7 +80,7 @@ class Demo:
         topics = self.topics = (
             DemoTopics.private(self.run_id) if services.shared else DemoTopics.defaults()
         )
-        env = child_env(services, topics, self.names, workdir)
+        env = self.env = child_env(services, topics, self.names, workdir)
         self.supervisor = Supervisor(workdir, env, workdir, append_logs=False, grace=STOP_GRACE_S)
         self._start(services, workdir)
         story = self._drive(services, topics)
@@ -121,6 +135,7 @@ class Demo:
         assert self.supervisor is not None
         clients = self.clients = StoryClients(services.kafka_conf, topics, self.run_id)
         plans = make_plans(self.options.sessions)
+        self.session_ids = [p.session_id for p in plans]
         story = Story(plans, topics)
         clients.submit(plans)
         self.view.info(
@@ -162,6 +177,55 @@ class Demo:
         lines.append(f"logs: {self.workdir}")
         self.view.summary(story, lines)
 
+    def keep(self) -> None:
+        """Leave everything running: say how to reach it, record it for `orchestrator down`,
+        and wait for Ctrl-C or SIGTERM (DemoInterrupted); DemoError if a process dies."""
+        assert self.supervisor is not None and self.workdir is not None
+        if self.clients is not None:
+            self.clients.close_reader()
+            self.clients.drop_producer()
+        exports = exports_of(self.env)
+        env_file = write_env_file(self.workdir, exports)
+        children = [(c.name, c.pid) for c in self.supervisor.running]
+        stack = self.chooser.stack
+        for server in stack.servers if stack is not None else []:
+            children += [(server.kind, pid) for pid in server.pids]
+        me = proc_of("demo", os.getpid())
+        assert me is not None
+        recorded = [p for p in (proc_of(n, pid) for n, pid in children) if p is not None]
+        self.state_file = write_state(
+            KeptDemo(me, str(self.workdir), exports, self.session_ids, recorded)
+        )
+        self.keeping = True
+        from orchestrator.observability.logs import redact_text
+
+        lines = export_lines(exports)
+        shown = [redact_text(line) for line in lines]
+        first = self.session_ids[0] if self.session_ids else "SESSION"
+        info = self.view.info
+        info("the stack is kept running; in another shell, set:")
+        for line in shown:
+            info(f"  {line}")
+        masked = " (passwords masked here)" if shown != lines else ""
+        info(f"  (or: . {env_file}){masked}")
+        info("sessions: " + " ".join(self.session_ids))
+        info(f"then try: orchestrator trace {first}")
+        info(f"          orchestrator tasks --session {first}")
+        payload = '\'{"name": "Ada"}\''
+        info(f"          orchestrator send Character.Request --session {first} --payload {payload}")
+        info("          orchestrator dead-letters list")
+        info("stop it with Ctrl-C here, or `orchestrator down` from another shell")
+        while True:
+            if self.guard is not None:
+                self.guard.check()
+            dead = self.supervisor.exited()
+            if dead is not None:
+                raise DemoError(
+                    f"{dead.name} (pid {dead.pid}) exited with code {dead.returncode}",
+                    show_logs=True,
+                )
+            time.sleep(0.2)
+
     # -- clean-up ---------------------------------------------------------------------------
 
     def log_tails(self) -> list[str]:
@@ -199,6 +263,8 @@ class Demo:
         self._attempt("release the Redis database", self.chooser.release_redis)
         servers = self.chooser.server_count
         self._attempt("stop the embedded servers", self.chooser.stop_servers)
+        if self.state_file is not None:
+            self.state_file.unlink(missing_ok=True)
         self._cleanup_done = True
         what = [f"{stopped} process(es)"]
         if servers:
@@ -226,6 +292,8 @@ def run_demo(options: DemoOptions, view: View | None = None) -> int:
     try:
         try:
             code = demo.run()
+            if code == 0 and options.keep:
+                demo.keep()
         except DemoError as exc:
             code = exc.code
             view.error(f"orchestrator demo: {exc}")
@@ -233,7 +301,7 @@ def run_demo(options: DemoOptions, view: View | None = None) -> int:
                 for line in demo.log_tails():
                     view.error(line)
     except DemoInterrupted as exc:
-        code = 128 + exc.signum
+        code = 0 if demo.keeping else 128 + exc.signum
         view.error(f"orchestrator demo: {signal_name(exc.signum)} received, stopping everything")
     finally:
         while True:
@@ -251,6 +319,6 @@ def run_demo(options: DemoOptions, view: View | None = None) -> int:
             code = code or 1
     finally:
         guard.restore()
-    if guard.received is not None:
+    if guard.received is not None and not demo.keeping:
         code = 128 + guard.received
     return code

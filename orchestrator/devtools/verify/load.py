@@ -24,8 +24,8 @@ from orchestrator.devtools.verify.state import (
 
 INBOX_SQL = (
     "SELECT id, topic, message_id, kind, message_type, session_id, correlation_id, key,"
-    ' value, headers, partition, "offset", processed_at IS NOT NULL AS processed, outcome'
-    " FROM inbox WHERE (CAST(:session AS text) IS NULL OR session_id = :session)"
+    ' value, headers, partition, "offset", processed_at IS NOT NULL AS processed, outcome,'
+    " processed_at FROM inbox WHERE (CAST(:session AS text) IS NULL OR session_id = :session)"
     " ORDER BY id"
 )
 FACTS_SQL = (
@@ -39,8 +39,9 @@ OUTBOX_SQL = (
     " WHERE (CAST(:session AS text) IS NULL OR session_id = :session) ORDER BY seq"
 )
 TASKS_SQL = (
-    "SELECT id, task_type, correlation_id, session_id, causation_id, status, error"
-    " FROM async_tasks WHERE (CAST(:session AS text) IS NULL OR session_id = :session)"
+    "SELECT id, task_type, correlation_id, session_id, causation_id, status, error,"
+    " created_at, completed_at FROM async_tasks"
+    " WHERE (CAST(:session AS text) IS NULL OR session_id = :session)"
     " ORDER BY created_at, id"
 )
 DEAD_LETTERS_SQL = (
@@ -88,6 +89,7 @@ def _inbox(conn: Connection, params: dict[str, Any]) -> list[InboxRow]:
             ),
             r.processed,
             r.outcome,
+            r.processed_at,
         )
         for r in conn.execute(text(INBOX_SQL), params)
     ]
@@ -120,7 +122,15 @@ def _outbox(conn: Connection, params: dict[str, Any]) -> list[OutboxRow]:
 def _tasks(conn: Connection, params: dict[str, Any]) -> list[TaskRow]:
     return [
         TaskRow(
-            r.id, r.task_type, r.correlation_id, r.session_id, r.causation_id, r.status, r.error
+            r.id,
+            r.task_type,
+            r.correlation_id,
+            r.session_id,
+            r.causation_id,
+            r.status,
+            r.error,
+            r.created_at,
+            r.completed_at,
         )
         for r in conn.execute(text(TASKS_SQL), params)
     ]

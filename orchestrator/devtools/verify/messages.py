@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from orchestrator.core.errors import InvalidInput
 from orchestrator.core.outbound import raw_dead_letter_id
-from orchestrator.core.plan import FactRow, Plan
+from orchestrator.core.plan import FactRow, MessageRow, Plan
 from orchestrator.devtools.verify.expected import ExpectedInput, InputKind, Replanner, within
 from orchestrator.devtools.verify.report import Code, Findings
 from orchestrator.devtools.verify.state import DeadLetterRow, DomainEventRow, InboxRow, State
@@ -146,6 +146,8 @@ class MessageChecks:
         for m in (m for p in chosen for m in p.messages):
             if m.message_id in self.s.outbox_by_id or self.pruned or self.s.dispatch_failed(mid):
                 continue
+            if self._held_back(m, rows):
+                continue
             self.add(
                 Code.MISSING_CAPABILITY_MESSAGE,
                 mid,
@@ -153,6 +155,24 @@ class MessageChecks:
                 session,
                 m.correlation_id,
             )
+
+    def _held_back(self, m: MessageRow, rows: Sequence[InboxRow]) -> bool:
+        """A second message of one correlation and type is not sent while the first one's task
+        is active (architecture.md, "One task per correlation"): some other task of the pair was
+        created before the row was processed and not completed before it."""
+        times = [r.processed_at for r in rows if r.processed_at is not None]
+        if m.correlation_id is None or not times:
+            return False
+        at = min(times)
+        return any(
+            t.id != m.message_id
+            and t.correlation_id == m.correlation_id
+            and t.task_type == m.message_type
+            and t.created_at is not None
+            and t.created_at <= at
+            and (t.completed_at is None or t.completed_at >= at)
+            for t in self.s.tasks
+        )
 
     def _settled_plans(self, rows: Sequence[InboxRow]) -> list[list[Plan]] | None:
         """Each processed row's candidate plans; None when a row is unprocessed or no longer

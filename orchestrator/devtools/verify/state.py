@@ -6,6 +6,7 @@ Plain data with no SQL, so the checks can be read (and run) without a database.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from orchestrator.core.errors import Category
 from orchestrator.core.inbound import RawMessage
@@ -23,6 +24,7 @@ class InboxRow:
     raw: RawMessage
     processed: bool
     outcome: str | None
+    processed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class TaskRow:
     causation_id: str
     status: str
     error: str | None
+    created_at: datetime | None = None
+    completed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
