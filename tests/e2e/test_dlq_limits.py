@@ -90,10 +90,13 @@ def test_size_limits_end_to_end(stack: Stack) -> None:
     wait_for(
         lambda: set(expected.values()) <= set(dead_letters()),
         timeout=60,
-        message=lambda: f"dead letters {expected}; have {dead_letters()}",
+        message=lambda: (
+            f"dead letters {expected}; have {dead_letters()}; inbox "
+            f"{stack.rows('SELECT message_id, outcome, attempts, last_error FROM inbox')}"
+        ),
     )
     wait_for(
-        lambda: "Genesis.Session.Character.Requested" in stack.facts(session["fits"]),
+        lambda: "Character.Requested" in stack.facts(session["fits"]),
         timeout=30,
         message="the just-under-cap command's fact",
     )
