@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+import structlog
 from sqlalchemy.engine import make_url
 
 from orchestrator.adapters.kafka.topics import create_topics
@@ -199,3 +201,16 @@ def redis_url(redis_db: int) -> Iterator[str]:
 def redis_prefix(redis_url: str) -> str:
     """A key prefix no other test uses (its keys go with the FLUSHDB of `redis_url`)."""
     return f"test:{unique_suffix()}:"
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that runs a command in-process configures logging onto its captured stream,
+    which pytest closes afterwards: give every test the logging the one before it found."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -38,7 +38,7 @@ def test_cli_configuration_error_is_one_line_without_the_secret() -> None:
     done = run_cli("db", "upgrade", DATABASE_URL=f"mysql://u:{CONFIG_SECRET}@h/db")
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        "orchestrator: invalid setting DATABASE_URL: Value error, must be a postgresql:// or"
+        "orchestrator: invalid setting DATABASE_URL: must be a postgresql:// or"
         " postgresql+psycopg2:// URL"
     ]
     assert CONFIG_SECRET not in done.stdout + done.stderr
