@@ -331,8 +331,10 @@ STARTING_SERVERS = Phase(
 SETTING_UP = Phase(
     line=r"^using embedded services: ",
     process="db upgrade",
-    # The worker (started beside the set-up); the set-up commands are stopped on the way out.
-    stopped=r"^stopped 1 process\(es\) and 3 embedded server\(s\) in ",
+    # The processes started beside the set-up (the worker, then the ingester and simulator
+    # that wait for the topics: how many depends on how far it got); the set-up commands are
+    # stopped on the way out.
+    stopped=r"^stopped [1-3] process\(es\) and 3 embedded server\(s\) in ",
     not_reached=("migrations applied", "submitted "),
 )
 SESSIONS_RUNNING = Phase(
