@@ -36,6 +36,8 @@ class Destinations(Protocol):
     @property
     def dlq_topic(self) -> str: ...
     @property
+    def dlq_max_bytes(self) -> int: ...
+    @property
     def task_topic_prefix(self) -> str: ...
     @property
     def task_timeout(self) -> Callable[[str], float]: ...
@@ -263,7 +265,7 @@ def _dispatch(
                 )
                 wrote = tx.insert_outbox(outbox)
     except Exception as exc:
-        dispatch_failed(tx, row, message, exc, outcome, to.dlq_topic)
+        dispatch_failed(tx, row, message, exc, outcome, to.dlq_topic, to.dlq_max_bytes)
         return
     # Reported only once the savepoint held: a rolled-back task is never announced.
     if created:

@@ -266,3 +266,24 @@ def test_unparseable_input_becomes_a_dead_letter_once(store: MemoryStore) -> Non
         "async_tasks": 0,
         "dead_letters": 1,
     }
+
+
+def test_a_failed_dispatch_fits_its_dead_letter_to_the_configured_dlq_limit(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatch-failure dead letter obeys ORCHESTRATOR_DLQ_MAX_BYTES like every other one:
+    a 20 KB command under a 4 KB DLQ limit reaches the DLQ topic truncated, not whole."""
+    s, c = session()
+
+    def refuse(self: MemoryTransaction, *args: Any) -> bool:
+        raise RuntimeError("no tasks today")
+
+    cmd = Wire.command("Character.Request", s, c, {"name": "Aria", "notes": "n" * 20_000})
+    monkeypatch.setattr(MemoryTransaction, "create_task", refuse)
+    out = processor(store, dlq_max_bytes=4_096).process_message(cmd)
+
+    assert out.dispatch_failed
+    [dlq] = [m for m in store.outbox() if m.topic == DLQ_TOPIC]
+    headers = dict(dlq.headers)
+    assert headers["x-dlq-truncated"] == b"true"
+    assert dlq.payload is not None and len(dlq.payload) < 4_096 < len(cmd.value or b"")
