@@ -26,6 +26,10 @@ from redis.lock import Lock
 from orchestrator.core.errors import TransientError
 
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, redis.exceptions.BusyLoadingError)
+# A queued drain task can be lost with a killed worker that had prefetched it (Redis hands it
+# out again only after the visibility timeout); meanwhile its flag coalesces every new request
+# away. A short flag bounds that stall, and a duplicate drain under load costs one empty claim.
+DRAIN_REQUEST_TTL_S = 5
 
 
 P = ParamSpec("P")
@@ -149,8 +153,10 @@ class RedisState:
     @_translated
     def request_drain(self, queue: str) -> bool:
         """True if no drain task is queued on `queue` (the caller must queue one). The flag
-        expires, so a request whose task was lost is asked for again."""
-        return bool(self.r.set(self._k("drain", "queued", queue), 1, nx=True, ex=30))
+        expires after `DRAIN_REQUEST_TTL_S`, so a request whose task was lost is asked for
+        again."""
+        key = self._k("drain", "queued", queue)
+        return bool(self.r.set(key, 1, nx=True, ex=DRAIN_REQUEST_TTL_S))
 
     @_translated
     def start_drain(self, queue: str) -> None:
